@@ -1,0 +1,51 @@
+"""Datasets: built-ins, image folders and arrays, all held in memory as one tensor.
+
+``load_data(spec)`` accepts a built-in name (``gankit datasets`` lists them), a folder of images
+(class sub-folders become labels), or a ``.npy``/``.npz`` file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import DataError
+from ..registry import DATASETS, did_you_mean
+from . import builtin  # noqa: F401  (registers the built-ins)
+from .base import Dataset
+from .files import load_arrays, load_image_folder
+
+__all__ = ["Dataset", "load_data", "DATASETS"]
+
+
+def load_data(spec: str, *, image_size: int | None = None, channels: int | None = None,
+              seed: int = 0) -> Dataset:
+    """Load a dataset by built-in name or path.
+
+    ``image_size`` resizes images (square) and ``channels`` forces 1 (grayscale) or 3 (RGB);
+    both apply to image folders and image arrays. Bad data raises :class:`DataError`.
+    """
+    if spec in DATASETS:
+        ds = DATASETS.get(spec)(seed=seed)
+        if image_size is not None and ds.is_image and image_size != ds.resolution:
+            from .files import resize_images
+
+            ds.x = resize_images(ds.x, image_size)
+            if ds.x_test is not None:
+                ds.x_test = resize_images(ds.x_test, image_size)
+        return ds
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return load_image_folder(path, image_size=image_size, channels=channels)
+    if path.suffix in (".npy", ".npz"):
+        if not path.exists():
+            raise DataError(f"no such file: {path}")
+        return load_arrays(path, image_size=image_size, channels=channels)
+    if path.exists():
+        raise DataError(f"{path}: expected a folder of images or a .npy/.npz file")
+    looks_like_path = any(ch in spec for ch in "/\\.") or spec.startswith("~")
+    if looks_like_path:
+        raise DataError(f"no such file or folder: {path}")
+    raise DataError(
+        f"unknown dataset '{spec}'{did_you_mean(spec, DATASETS.names())}; built-ins: "
+        f"{', '.join(DATASETS.names())}, or give a folder of images or a .npy/.npz file"
+    )

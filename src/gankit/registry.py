@@ -1,0 +1,83 @@
+"""Validated registries.
+
+Models, losses, regularizers, datasets, feature extractors and metrics are chosen by name from a
+:class:`Registry`, never through ``if/elif`` chains on strings. Looking up an unknown name raises a
+:class:`~gankit.errors.ConfigError` that lists the choices and suggests the closest one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Iterator, TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+def did_you_mean(name: str, choices: list[str]) -> str:
+    """Return `` (did you mean 'x'?)`` for the closest choice, or an empty string."""
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    obj: T
+    description: str
+
+
+class Registry(Generic[T]):
+    """A name -> object mapping with descriptions and helpful errors."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(self, name: str, obj: T | None = None, *, description: str = "") -> Any:
+        """Register ``obj`` under ``name``; usable as a decorator when ``obj`` is omitted."""
+
+        def add(o: T) -> T:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} '{name}' is registered twice")
+            desc = description or ((getattr(o, "__doc__", None) or "").strip().splitlines() or [""])[0]
+            self._entries[name] = Entry(name, o, desc)
+            return o
+
+        if obj is not None:
+            return add(obj)
+        return add
+
+    def get(self, name: str) -> T:
+        return self.entry(name).obj
+
+    def entry(self, name: str) -> Entry[T]:
+        if name not in self._entries:
+            choices = sorted(self._entries)
+            raise ConfigError(
+                f"unknown {self.kind} '{name}'{did_you_mean(name, choices)}; "
+                f"choices: {', '.join(choices)}"
+            )
+        return self._entries[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Entry[T]]:
+        return iter(self._entries[k] for k in sorted(self._entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+MODELS: Registry[Any] = Registry("model")
+LOSSES: Registry[Any] = Registry("loss")
+REGULARIZERS: Registry[Any] = Registry("regularizer")
+DATASETS: Registry[Callable[..., Any]] = Registry("dataset")
+FEATURES: Registry[Any] = Registry("feature extractor")
+METRICS: Registry[Any] = Registry("metric")
