@@ -14,7 +14,7 @@ from . import builtin  # noqa: F401  (registers the built-ins)
 from .base import Dataset
 from .files import load_arrays, load_image_folder
 
-__all__ = ["Dataset", "load_data", "DATASETS"]
+__all__ = ["DATASETS", "Dataset", "load_data"]
 
 
 def load_data(spec: str, *, image_size: int | None = None, channels: int | None = None,

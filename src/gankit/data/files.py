@@ -1,0 +1,455 @@
+"""User data from disk: folders of images and ``.npy``/``.npz`` arrays.
+
+Everything is decoded once into one in-memory tensor (DESIGN §4: small datasets live on the
+device as one tensor). Images come out as float32 ``[N, C, H, W]`` in [-1, 1] and labels as
+``int64 [N]`` (DESIGN §3). Every problem with the user's files -- missing path, no images, a
+corrupt file, inconsistent sizes, NaN, bad labels -- raises :class:`~gankit.errors.DataError`
+with one sentence naming the path, never a traceback from Pillow or NumPy.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+
+from ..errors import DataError
+from .base import Dataset
+
+__all__ = ["IMAGE_EXTENSIONS", "load_arrays", "load_image_folder", "resize_images"]
+
+#: File extensions read as images (compared lower-case). Anything else in a folder is ignored.
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp",
+)
+
+# Pillow modes that hold a single grey channel (with or without alpha / high bit depth).
+_GRAY_MODES = {"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
+# Modes whose samples are not 8-bit: read through a float32 ("F") image, scaled to [0, 1].
+_HIGH_DEPTH_MODES = {"I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
+
+_PROGRESS_THRESHOLD = 2000  # show a progress bar only for folders larger than this
+_RESIZE_CHUNK = 1024  # images per interpolate call in resize_images (bounds peak memory)
+_MAX_CLASSES = 100_000  # more "classes" than this means the labels are not class indices
+
+
+# --------------------------------------------------------------------------------------------
+# image folders
+# --------------------------------------------------------------------------------------------
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _is_image_file(p: Path) -> bool:
+    return not _is_hidden(p.name) and p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+
+
+def _images_under(folder: Path) -> list[Path]:
+    """Image files anywhere below ``folder`` (hidden files/folders skipped), in sorted order."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
+        base = Path(dirpath)
+        found.extend(base / f for f in filenames if _is_image_file(base / f))
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _scan_folder(root: Path) -> tuple[list[Path], list[int] | None, list[str]]:
+    """Find the images of ``root``; returns ``(files, labels or None, class names)``."""
+    root_files = sorted(p for p in root.iterdir() if _is_image_file(p))
+    class_dirs = sorted(
+        (p for p in root.iterdir() if p.is_dir() and not _is_hidden(p.name)), key=lambda p: p.name
+    )
+    classes: list[str] = []
+    class_files: list[list[Path]] = []
+    for d in class_dirs:
+        files = _images_under(d)
+        if files:  # sub-folders without images (e.g. __MACOSX leftovers) are not classes
+            classes.append(d.name)
+            class_files.append(files)
+
+    if root_files and classes:
+        raise DataError(
+            f"{root}: found images both directly in the folder (e.g. {root_files[0].name}) and in "
+            f"sub-folders (e.g. {classes[0]}/); put every image in a class sub-folder, or none"
+        )
+    if root_files:
+        return root_files, None, []
+    if classes:
+        files = [f for fs in class_files for f in fs]
+        labels = [k for k, fs in enumerate(class_files) for _ in fs]
+        return files, labels, classes
+    raise DataError(
+        f"{root}: no images found (accepted extensions: {', '.join(IMAGE_EXTENSIONS)}, "
+        "upper or lower case; hidden files are skipped)"
+    )
+
+
+def _canonical(img: Image.Image, channels: int | None) -> Image.Image:
+    """Convert a decoded Pillow image to mode ``L``, ``RGB`` or ``F`` (high-bit-depth grey).
+
+    Alpha is composited on black; palette images become RGB; ``channels=1`` turns colour into
+    luminance (ITU-R 601-2, Pillow's ``convert("L")``). ``F`` images hold values in [0, 1].
+    """
+    mode = img.mode
+    if mode in _HIGH_DEPTH_MODES:
+        a = np.asarray(img, dtype=np.float32)
+        if mode == "F":
+            # Float TIFFs are usually [0, 1]; treat anything larger as 8-bit-valued.
+            a = a / 255.0 if a.size and a.max() > 1.0 else a
+        else:
+            a = a / 65535.0  # 16-bit PNG/TIFF grey
+        return Image.fromarray(np.clip(a, 0.0, 1.0).astype(np.float32))
+    if mode in ("1", "L"):
+        return img.convert("L")
+    if mode in ("LA", "La"):
+        la = img.convert("LA")
+        out = Image.new("L", la.size, 0)
+        out.paste(la.getchannel("L"), mask=la.getchannel("A"))
+        return out
+    if mode in ("RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        out = Image.new("RGB", rgba.size, (0, 0, 0))
+        out.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
+    else:  # RGB, P, CMYK, YCbCr, LAB, HSV, ...
+        out = img.convert("RGB")
+    return out.convert("L") if channels == 1 else out
+
+
+def _center_crop_resize(img: Image.Image, size: int) -> Image.Image:
+    """Center-crop to a square, then resize to ``size`` x ``size`` with Lanczos (antialiased)."""
+    w, h = img.size
+    s = min(w, h)
+    if w != h:
+        left, top = (w - s) // 2, (h - s) // 2
+        img = img.crop((left, top, left + s, top + s))
+    if s != size:
+        img = img.resize((size, size), Image.Resampling.LANCZOS)
+    return img
+
+
+def _read_image(path: Path, channels: int | None, image_size: int | None) -> np.ndarray:
+    """Decode one file to ``uint8`` (L/RGB) or ``float32`` in [0, 1] (high-depth grey).
+
+    Returns ``[H, W]`` for grey and ``[H, W, 3]`` for colour. Any decoding failure becomes a
+    :class:`DataError` naming the file.
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()  # GIF/WebP/APNG: the first frame, which Image.open selects
+            # Camera JPEGs store rotation in EXIF; honour it so faces are upright.
+            if im.getexif().get(0x0112, 1) != 1:
+                im = ImageOps.exif_transpose(im)
+            img = _canonical(im, channels)
+    except DataError:
+        raise
+    # Pillow raises many exception types for broken files (OSError, SyntaxError, ValueError,
+    # struct.error, DecompressionBombError ...); all of them mean "this file is bad".
+    except Exception as e:  # noqa: BLE001
+        raise DataError(f"{path}: cannot read this image file ({type(e).__name__}: {e})") from None
+    if image_size is not None:
+        img = _center_crop_resize(img, image_size)
+    return np.array(img)  # a writable copy (torch.from_numpy warns on read-only arrays)
+
+
+def _check_size_options(image_size: int | None, channels: int | None) -> None:
+    if image_size is not None and (
+        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
+    ):
+        raise DataError(f"image_size must be a positive integer, got {image_size!r}")
+    if channels not in (None, 1, 3):
+        raise DataError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+
+
+def load_image_folder(
+    path: Path, *, image_size: int | None = None, channels: int | None = None
+) -> Dataset:
+    """Load every image under ``path`` into one ``[N, C, H, W]`` float32 tensor in [-1, 1].
+
+    PNG, JPEG, BMP, GIF (first frame), TIFF and WebP are read with Pillow; other files and hidden
+    files are skipped. If the images sit in sub-folders, each sub-folder (sorted by name) is a
+    class: ``y`` holds ``int64`` labels and ``info["classes"]`` the folder names. Images directly
+    in ``path`` give an unlabelled dataset; both at once is an error.
+
+    ``channels=None`` picks 1 when every file is grayscale by Pillow mode (``L``, ``1``, ``I;16``
+    ...) and 3 otherwise; alpha is composited on black and palette images become RGB.
+    ``image_size`` center-crops each image to a square and resizes it (Lanczos, antialiased) to
+    ``image_size`` x ``image_size``; without it all images must have the same size.
+
+    Raises :class:`DataError` for a missing folder, a folder without images, an unreadable image
+    or images of different sizes.
+    """
+    _check_size_options(image_size, channels)
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"no such folder: {path}")
+    if not path.is_dir():
+        raise DataError(f"{path}: expected a folder of images")
+    files, labels, classes = _scan_folder(path)
+
+    iterable: object = files
+    if len(files) > _PROGRESS_THRESHOLD:
+        from rich.progress import track
+
+        iterable = track(files, description=f"Reading {len(files)} images", transient=True)
+
+    arrays: list[np.ndarray] = []
+    first_hw: tuple[int, int] | None = None
+    for f in iterable:  # type: ignore[attr-defined]
+        a = _read_image(f, channels, image_size)
+        hw = (a.shape[0], a.shape[1])
+        if first_hw is None:
+            first_hw = hw
+        elif hw != first_hw:
+            # W x H, the way image viewers and Pillow report sizes.
+            raise DataError(
+                f"{path}: images have different sizes ({files[0].relative_to(path)} is "
+                f"{first_hw[1]}x{first_hw[0]} but {f.relative_to(path)} is {hw[1]}x{hw[0]}); "
+                f"resize them all with --set data.image_size=N (e.g. N={min(first_hw)})"
+            )
+        arrays.append(a)
+    assert first_hw is not None
+
+    if channels is None:
+        channels = 1 if all(a.ndim == 2 for a in arrays) else 3
+    h, w = first_hw
+    # Fill 0..255-valued floats, then rescale the whole tensor once (vectorised).
+    x = torch.empty((len(arrays), channels, h, w), dtype=torch.float32)
+    for i, a in enumerate(arrays):
+        t = torch.from_numpy(a)
+        if a.dtype != np.uint8:  # float32 in [0, 1] from high-bit-depth files
+            t = t * 255.0
+        t = t.unsqueeze(0) if a.ndim == 2 else t.permute(2, 0, 1)  # [C, H, W]
+        x[i] = t.expand(channels, h, w) if t.shape[0] == 1 else t
+    arrays.clear()
+    x.mul_(2.0 / 255.0).sub_(1.0).clamp_(-1.0, 1.0)
+
+    y = torch.tensor(labels, dtype=torch.int64) if labels is not None else None
+    info: dict = {"path": str(path), "files": len(files)}
+    if labels is not None:
+        info["classes"] = classes
+    return Dataset(path.name or str(path), x, y, len(classes), info=info)
+
+
+# --------------------------------------------------------------------------------------------
+# arrays
+# --------------------------------------------------------------------------------------------
+
+_ACCEPTED_SHAPES = (
+    "[N, D] points, [N, H, W] grayscale images, [N, C, H, W] or [N, H, W, C] images with C = 1 or 3"
+)
+
+
+def _read_npy_npz(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of a ``.npy`` (key ``x``) or ``.npz`` file, loaded without pickle."""
+    try:
+        if path.suffix.lower() == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        return {"x": np.load(path, allow_pickle=False)}
+    # Truncated file, bad zip, object array needing pickle, bad header ...: NumPy raises
+    # ValueError, OSError, EOFError, zipfile.BadZipFile and more; all mean "this file is bad".
+    except Exception as e:  # noqa: BLE001
+        reason = str(e)
+        if "allow_pickle" in reason or "Object arrays" in reason:
+            reason = "it holds Python objects (pickled), which gankit never loads; save numeric arrays"
+        raise DataError(f"{path}: cannot read this array file ({reason})") from None
+
+
+def _pick_arrays(path: Path, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    if not arrays:
+        raise DataError(f"{path}: the file holds no arrays")
+    if "x" in arrays:
+        return arrays["x"], arrays.get("y")
+    if len(arrays) == 1:
+        return next(iter(arrays.values())), None
+    raise DataError(
+        f"{path}: expected an array named 'x' (and optionally 'y' for labels), "
+        f"found {', '.join(sorted(arrays))}"
+    )
+
+
+def _check_numeric(path: Path, what: str, a: np.ndarray) -> None:
+    if a.dtype.kind not in "biuf":
+        raise DataError(f"{path}: {what} must be a numeric array, got dtype {a.dtype}")
+
+
+def _images_to_unit(path: Path, x: np.ndarray) -> torch.Tensor:
+    """Image array of any accepted dtype/range -> float32 tensor in [-1, 1]."""
+    if x.dtype == np.uint8:
+        return torch.from_numpy(x.astype(np.float32)).mul_(2.0 / 255.0).sub_(1.0)
+    t = torch.from_numpy(np.asarray(x, dtype=np.float32))
+    if t.numel() == 0:
+        return t
+    if not torch.isfinite(t).all():
+        bad = int((~torch.isfinite(t)).flatten(1).any(1).sum())
+        raise DataError(f"{path}: {bad} image(s) contain NaN or Inf values")
+    lo, hi = float(t.min()), float(t.max())
+    eps = 1e-3
+    if lo >= -eps and hi <= 1.0 + eps:
+        return t.mul(2.0).sub_(1.0).clamp_(-1.0, 1.0)
+    if lo >= -1.0 - eps and hi <= 1.0 + eps:
+        return t.clamp(-1.0, 1.0)
+    if x.dtype.kind in "iu" and lo >= 0 and hi <= 255:  # 8-bit values stored in a wider int
+        return t.mul(2.0 / 255.0).sub_(1.0)
+    raise DataError(
+        f"{path}: image values lie in [{lo:.4g}, {hi:.4g}]; accepted are uint8 0..255, "
+        "or floats in [0, 1] or [-1, 1]"
+    )
+
+
+def _to_image_tensor(path: Path, x: np.ndarray) -> torch.Tensor:
+    """``[N, H, W]``, ``[N, C, H, W]`` or ``[N, H, W, C]`` -> float32 ``[N, C, H, W]`` in [-1, 1]."""
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.shape[1] not in (1, 3):
+        if x.shape[3] not in (1, 3):
+            raise DataError(
+                f"{path}: image array of shape {x.shape} has neither 1 nor 3 channels; "
+                f"accepted shapes: {_ACCEPTED_SHAPES}"
+            )
+        x = x.transpose(0, 3, 1, 2)  # channels-last -> channels-first
+    return _images_to_unit(path, np.ascontiguousarray(x))
+
+
+def _to_labels(path: Path, y: np.ndarray, n: int, key: str = "y") -> tuple[torch.Tensor, int]:
+    """Validate a label array; returns ``(int64 [N], num_classes)``."""
+    _check_numeric(path, f"labels '{key}'", y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DataError(f"{path}: labels '{key}' must be a 1-D array of class indices, got shape {y.shape}")
+    if y.shape[0] != n:
+        raise DataError(f"{path}: there are {n} samples but {y.shape[0]} labels in '{key}'")
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all():
+            raise DataError(f"{path}: labels '{key}' contain NaN or Inf")
+        if not np.array_equal(y, np.round(y)):
+            bad = y[y != np.round(y)][0]
+            raise DataError(f"{path}: labels '{key}' must be whole numbers (class indices), found {bad:g}")
+    yi = y.astype(np.int64)
+    lo, hi = int(yi.min()), int(yi.max())
+    if lo < 0:
+        raise DataError(f"{path}: labels '{key}' must be class indices >= 0, found {lo}")
+    if hi >= _MAX_CLASSES:
+        raise DataError(
+            f"{path}: labels '{key}' must be class indices 0..K-1, found {hi} (that would mean "
+            f"{hi + 1} classes); remap them to 0..K-1"
+        )
+    return torch.from_numpy(yi), hi + 1
+
+
+def load_arrays(path: Path, *, image_size: int | None = None, channels: int | None = None) -> Dataset:
+    """Load a ``.npy`` (data only) or ``.npz`` file (``x``, optional ``y``) as a dataset.
+
+    Shapes of ``x``: ``[N, D]`` is points, kept as float32 with no rescaling (``image_size`` and
+    ``channels`` do not apply); ``[N, H, W]`` is grayscale images; ``[N, C, H, W]`` or
+    ``[N, H, W, C]`` with C = 1 or 3 are images (channels-last is transposed). Image values: uint8
+    0..255, floats in [0, 1], or floats already in [-1, 1]; all become [-1, 1]. A ``.npz`` with a
+    single array of any name uses it as ``x``. Optional keys: ``y`` (integer, or integral float,
+    labels >= 0; ``num_classes`` = max + 1 unless a ``num_classes`` scalar is stored) and
+    ``x_test``/``y_test`` (a held-out split, validated the same way).
+
+    ``channels`` forces 1 (luminance, ITU-R 601-2) or 3 (grey replicated); ``image_size``
+    center-crops to a square and resizes (see :func:`resize_images`). Files are always read with
+    ``allow_pickle=False``; unreadable files, NaN/Inf, bad shapes, bad value ranges and bad labels
+    raise :class:`DataError`.
+    """
+    _check_size_options(image_size, channels)
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"no such file: {path}")
+    arrays = _read_npy_npz(path)
+    x_np, y_np = _pick_arrays(path, arrays)
+
+    def convert_x(a: np.ndarray, key: str) -> torch.Tensor:
+        _check_numeric(path, f"data '{key}'", a)
+        if a.ndim not in (2, 3, 4):
+            raise DataError(f"{path}: '{key}' has shape {a.shape}; accepted: {_ACCEPTED_SHAPES}")
+        if a.shape[0] == 0:
+            raise DataError(f"{path}: '{key}' holds no samples")
+        if a.ndim == 2:  # points: no rescaling
+            t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+            if not torch.isfinite(t).all():
+                bad = int((~torch.isfinite(t)).any(1).sum())
+                raise DataError(f"{path}: {bad} sample(s) of '{key}' contain NaN or Inf values")
+            return t
+        t = _to_image_tensor(path, a)
+        if channels == 1 and t.shape[1] == 3:
+            w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            t = (t * w).sum(1, keepdim=True)
+        elif channels == 3 and t.shape[1] == 1:
+            t = t.expand(-1, 3, -1, -1).contiguous()
+        if image_size is not None and tuple(t.shape[-2:]) != (image_size, image_size):
+            t = resize_images(t, image_size)
+        return t
+
+    x = convert_x(x_np, "x")
+    n_classes = 0
+    y = None
+    if y_np is not None:
+        y, n_classes = _to_labels(path, y_np, x.shape[0])
+    x_test = y_test = None
+    if "x_test" in arrays:
+        x_test = convert_x(arrays["x_test"], "x_test")
+        if x_test.shape[1:] != x.shape[1:]:
+            raise DataError(
+                f"{path}: 'x_test' samples have shape {tuple(x_test.shape[1:])} but 'x' samples "
+                f"have {tuple(x.shape[1:])}"
+            )
+        if "y_test" in arrays:
+            if y is None:
+                raise DataError(f"{path}: 'y_test' is given but 'y' (training labels) is not")
+            y_test, k = _to_labels(path, arrays["y_test"], x_test.shape[0], "y_test")
+            n_classes = max(n_classes, k)
+    if "num_classes" in arrays and y is not None:
+        k = arrays["num_classes"]
+        if k.ndim != 0 or k.dtype.kind not in "iu" or int(k) < 1:
+            raise DataError(f"{path}: 'num_classes' must be a positive integer scalar")
+        if int(k) < n_classes:
+            raise DataError(
+                f"{path}: labels must lie in [0, {int(k) - 1}] ('num_classes' is {int(k)}), "
+                f"found label {n_classes - 1}"
+            )
+        n_classes = int(k)
+    return Dataset(path.stem, x, y, n_classes, x_test, y_test, info={"path": str(path)})
+
+
+# --------------------------------------------------------------------------------------------
+# resizing tensors
+# --------------------------------------------------------------------------------------------
+
+
+def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize ``[N, C, H, W]`` images in [-1, 1] to ``[N, C, size, size]``.
+
+    Non-square images are center-cropped to a square first (as :func:`load_image_folder` does),
+    so nothing is stretched. Bilinear interpolation, antialiased when downsampling so small
+    images do not alias; the result is clamped to [-1, 1]. Works in chunks of 1,024 images to
+    bound peak memory.
+    """
+    if x.dim() != 4:
+        raise ValueError(f"resize_images expects [N, C, H, W], got shape {tuple(x.shape)}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise DataError(f"image_size must be a positive integer, got {size!r}")
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    s = min(h, w)
+    if h != w:
+        top, left = (h - s) // 2, (w - s) // 2
+        x = x[..., top:top + s, left:left + s]
+    if s == size:
+        return x.float().clamp(-1.0, 1.0)
+    out = torch.empty((x.shape[0], x.shape[1], size, size), dtype=torch.float32, device=x.device)
+    for i in range(0, x.shape[0], _RESIZE_CHUNK):
+        chunk = x[i:i + _RESIZE_CHUNK].float()
+        out[i:i + _RESIZE_CHUNK] = F.interpolate(
+            chunk, size=(size, size), mode="bilinear", align_corners=False, antialias=size < s
+        )
+    return out.clamp_(-1.0, 1.0)
+
