@@ -1,0 +1,174 @@
+"""The ``gankit`` command. It mirrors the Python API: flags map to config keys, ``--set a.b=c``
+overrides any key, unknown keys are rejected. User errors print one line and exit with code 2."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import GankitError
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gankit")
+def cli() -> None:
+    """Train, sample, evaluate and diagnose generative adversarial networks."""
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--data", "data", default=None, help="Built-in name (gankit datasets), image folder or .npy/.npz.")
+@click.option("--steps", type=int, default=None, help="Generator steps (train.steps).")
+@click.option("--batch-size", type=int, default=None, help="Global batch size (train.batch_size).")
+@click.option("--seed", type=int, default=None, help="The one seed that drives the run (train.seed).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/MODEL-DATA-TIME).")
+@click.option("--config", "config", type=click.Path(path_type=Path), default=None, help="YAML/JSON config file.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. --set optim.lr_d=4e-4.")
+@click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
+def train(model: str, data: str | None, steps: int | None, batch_size: int | None,
+          seed: int | None, out: Path | None, config: Path | None, sets: tuple[str, ...],
+          progress: bool) -> None:
+    """Train MODEL (see `gankit models`) on --data."""
+    from .api import train as api_train
+    from .config import load_config_file
+
+    cfg_layer = load_config_file(config) if config else None
+    if data is None:
+        data = ((cfg_layer or {}).get("data") or {}).get("name") or "mnist5k"
+    run = api_train(model, data, steps=steps, batch_size=batch_size, seed=seed, out=out,
+                    config=cfg_layer, overrides=list(sets), progress=progress)
+    _done(run)
+
+
+def _done(run) -> None:  # noqa: ANN001
+    last = run.metrics()[-1] if run.metrics() else {}
+    c = _console()
+    c.print(f"[green]done[/green]: {run.run_dir}  (step {run.trainer.step}, "
+            f"{last.get('it_s', 0):.1f} it/s)")
+    samples = sorted((run.run_dir / "samples").glob("*.png"))
+    if samples:
+        c.print(f"samples: {samples[-1]}   curves: {run.run_dir / 'curves.png'}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--steps", type=int, default=None, help="New total number of steps.")
+@click.option("--progress/--no-progress", default=True)
+def resume(run_dir: Path, steps: int | None, progress: bool) -> None:
+    """Continue RUN_DIR from its latest checkpoint (bit-identical on CPU)."""
+    from .api import resume as api_resume
+
+    _done(api_resume(run_dir, steps=steps, progress=progress))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--n", "n", type=int, default=64, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("samples.png"), show_default=True,
+              help="A .png grid, a folder (one PNG per image) or a .npy file.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--labels", type=str, default=None, help="Class for conditional models: one int or a comma list.")
+@click.option("--truncation", type=float, default=None, help="Redraw latent components with |z| above this.")
+@click.option("--weights", type=click.Choice(["G_ema", "G"]), default="G_ema", show_default=True)
+def sample(run_dir: Path, n: int, out: Path, seed: int, labels: str | None,
+           truncation: float | None, weights: str) -> None:
+    """Draw N samples from RUN_DIR's generator."""
+    import numpy as np
+
+    from .api import load
+    from .errors import ConfigError
+    from .train.callbacks import save_samples
+
+    g = load(run_dir, weights=weights)
+    lab = None
+    if labels is not None:
+        try:
+            parts = [int(s) for s in labels.split(",")]
+        except ValueError:
+            raise ConfigError(f"--labels must be an int or a comma list of ints, got '{labels}'") from None
+        lab = parts[0] if len(parts) == 1 else parts
+    x = g.sample(n, seed=seed, labels=lab, truncation=truncation)
+    if out.suffix == ".npy":
+        np.save(out, x.numpy())
+    elif out.suffix == ".png":
+        save_samples(x, out)
+    else:
+        from .data.images import save_images
+
+        if x.dim() != 4:
+            raise ConfigError("a folder output needs an image model; use .npy for points")
+        save_images(x, out)
+    _console().print(f"wrote {n} samples to {out}")
+
+
+@cli.command()
+def models() -> None:
+    """List the registered models."""
+    from rich.table import Table
+
+    from .models import MODELS
+
+    t = Table("model", "description")
+    for e in MODELS:
+        t.add_row(e.name, e.description)
+    _console().print(t)
+
+
+@cli.command()
+def datasets() -> None:
+    """List the built-in datasets (any image folder or .npy/.npz also works)."""
+    from rich.table import Table
+
+    from .data import DATASETS
+
+    t = Table("dataset", "description")
+    for e in DATASETS:
+        t.add_row(e.name, e.description)
+    _console().print(t)
+    _console().print("Also: a folder of images (class sub-folders become labels), or a .npy/.npz file.")
+
+
+@cli.command()
+def losses() -> None:
+    """List the registered adversarial losses and regularisers."""
+    from rich.table import Table
+
+    from .registry import LOSSES, REGULARIZERS
+
+    t = Table("name", "kind", "description")
+    for e in LOSSES:
+        t.add_row(e.name, "loss (loss.name)", e.description)
+    for e in REGULARIZERS:
+        t.add_row(e.name, "penalty (loss.gp)", e.description)
+    _console().print(t)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors -> one message, exit code 2; Ctrl-C -> checkpoint, exit 130."""
+    try:
+        cli.main(args=argv, prog_name="gankit", standalone_mode=False)
+    except GankitError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted: a checkpoint was saved; continue with `gankit resume RUN_DIR`",
+                   err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""Typed configuration.
+
+A run is described by one :class:`Config`. Values are resolved in this order, later winning:
+built-in defaults < the model family's own defaults (``ModelFamily.defaults``) < a YAML/JSON file
+(``--config``) < ``--set a.b=c`` overrides < explicit CLI flags. Unknown keys are errors with a
+"did you mean"; the resolved config is saved as ``config.json`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from .errors import ConfigError
+from .registry import did_you_mean
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Which data and how it is shaped."""
+
+    name: str = "mnist5k"
+    image_size: int | None = None  # resize images to image_size x image_size
+    channels: Literal[1, 3] | None = None  # force grayscale / RGB
+
+
+class LossConfig(_Section):
+    """Adversarial loss and regularisers (seed 000 §3.5-3.6; chapter 002 §5)."""
+
+    name: str = "nonsaturating"  # a LOSSES entry: minimax, nonsaturating, lsgan, wasserstein, hinge
+    gp: str | None = None  # a penalty REGULARIZERS entry: wgan-gp, dragan, r1
+    lambda_gp: float = 10.0
+    gp_every: int = 1  # lazy regularisation (StyleGAN2): penalty every k steps, weight x k
+    clip: float | None = None  # WGAN weight clipping of D after each D step
+
+    @field_validator("gp_every")
+    @classmethod
+    def _pos(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+
+class OptimConfig(_Section):
+    """Per-network optimisers (TTUR: Heusel et al. 2017 use lr_d > lr_g)."""
+
+    name: Literal["adam", "rmsprop", "sgd"] = "adam"
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas_g: tuple[float, float] = (0.5, 0.999)
+    betas_d: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 0.0
+    n_critic: int = 1  # k discriminator steps per generator step (Goodfellow et al. 2014, Alg. 1)
+    grad_accum: int = 1  # micro-batches per optimizer step
+
+    @field_validator("n_critic", "grad_accum")
+    @classmethod
+    def _pos(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+
+class TrainConfig(_Section):
+    """The training loop."""
+
+    steps: int = 2000  # generator steps
+    batch_size: int = 64  # global batch (split over processes under torchrun)
+    seed: int = 0
+    device: str = "auto"  # auto, cpu, cuda, cuda:1 ...
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    ema: bool = True
+    ema_decay: float = 0.999
+    ema_start: int = 0  # step from which G_ema tracks G (copied before)
+    reuse_fake: bool = True  # G step reuses the fake batch of the last D step (classic DCGAN loop)
+    channels_last: bool = False
+    compile: bool = False
+    log_every: int = 50
+    sample_every: int = 500
+    ckpt_every: int = 500
+    keep_ckpts: int = 2
+    progress: bool = True
+    tensorboard: bool = False
+
+    @field_validator("steps", "batch_size", "log_every", "sample_every", "ckpt_every", "keep_ckpts")
+    @classmethod
+    def _pos(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+
+class Config(_Section):
+    """The whole, resolved description of a run."""
+
+    model: dict[str, Any] = {"name": "dcgan"}
+    data: DataConfig = DataConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(self.model_dump_json())
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    "data": DataConfig,
+    "loss": LossConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+}
+
+
+def parse_value(text: str) -> Any:
+    """Parse a ``--set`` value: YAML scalars/lists, plus ``1e-4``-style floats YAML 1.1 misses."""
+    try:
+        v = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return v
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["a.b=1", ...]`` -> nested dict; raises ConfigError on malformed items."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got '{item}'")
+        key, _, val = item.partition("=")
+        parts = key.strip().split(".")
+        if len(parts) < 2 or not all(parts):
+            raise ConfigError(f"--set key must look like section.key (e.g. optim.lr_g), got '{key}'")
+        d = out
+        for p in parts[:-1]:
+            d = d.setdefault(p, {})
+            if not isinstance(d, dict):
+                raise ConfigError(f"--set '{key}' conflicts with another override")
+        d[parts[-1]] = parse_value(val)
+    return out
+
+
+def deep_merge(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in upd.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        d = yaml.safe_load(p.read_text())  # JSON is YAML too
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML/JSON ({e})") from None
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"{p}: top level must be a mapping of sections")
+    return d
+
+
+def _check_keys(raw: dict[str, Any], model_fields: dict[str, Any]) -> None:
+    """Reject unknown sections/keys with a suggestion before pydantic sees them."""
+    sections = ["model", *SECTIONS]
+    for sec, val in raw.items():
+        if sec not in sections:
+            raise ConfigError(f"unknown config section '{sec}'{did_you_mean(sec, sections)}; "
+                              f"sections: {', '.join(sections)}")
+        if not isinstance(val, dict):
+            raise ConfigError(f"config section '{sec}' must be a mapping, got {val!r}")
+        fields = list(model_fields) + ["name"] if sec == "model" else list(SECTIONS[sec].model_fields)
+        for k in val:
+            if k not in fields:
+                raise ConfigError(f"unknown config key '{sec}.{k}'{did_you_mean(k, fields)}; "
+                                  f"keys of '{sec}': {', '.join(sorted(fields))}")
+
+
+def _format_validation(e: ValidationError, prefix: str = "") -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"])
+    return f"invalid config value for '{prefix}{loc}': {err['msg']} (got {err.get('input')!r})"
+
+
+def resolve_config(model: str | None, *layers: dict[str, Any]) -> Config:
+    """Build a validated Config from override layers (earliest lowest).
+
+    The model family is taken from ``model`` or from the last layer that names ``model.name``; its
+    ``defaults`` are applied under the user's layers and its ``Params`` validate ``model.*``.
+    """
+    from .models import get_family
+
+    name = model
+    if name is None:
+        for layer in layers:
+            name = (layer.get("model") or {}).get("name", name)
+    if name is None:
+        raise ConfigError("no model given")
+    family = get_family(name)
+    merged: dict[str, Any] = deep_merge({"model": {"name": name}}, family.defaults)
+    for layer in layers:
+        _check_keys(layer, family.Params.model_fields)
+        merged = deep_merge(merged, layer)
+    merged["model"]["name"] = name
+    params = {k: v for k, v in merged["model"].items() if k != "name"}
+    try:
+        p = family.Params(**params)
+    except ValidationError as e:
+        raise ConfigError(_format_validation(e, "model.")) from None
+    merged["model"] = {"name": name, **json.loads(p.model_dump_json())}
+    try:
+        return Config(**merged)
+    except ValidationError as e:
+        raise ConfigError(_format_validation(e)) from None

@@ -1,0 +1,7 @@
+"""Adversarial losses and regularisers, chosen by name from registries."""
+
+from .adversarial import AdversarialLoss, d_accuracy, get_loss
+from .regularizers import Regularizer, clip_weights, dragan, r1, wgan_gp
+
+__all__ = ["AdversarialLoss", "Regularizer", "get_loss", "d_accuracy", "clip_weights", "wgan_gp",
+           "dragan", "r1"]

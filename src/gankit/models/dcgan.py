@@ -1,0 +1,108 @@
+"""DCGAN: the all-convolutional GAN of Radford et al. 2016 (seed 002 §4.3, deck 003).
+
+Their rules: strided (transposed) convolutions instead of pooling, batch norm in both networks
+(not on G's output or D's input), ReLU in G with tanh output, LeakyReLU(0.2) in D, no hidden
+fully connected layers, weights N(0, 0.02), Adam lr 2e-4 with beta1 0.5. The number of stride-2
+stages adapts to the resolution (28 -> 7x7 base, 32/64 -> 4x4 base, 8 -> 4x4).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..nn import conv_stages, dcgan_init, spectral_norm_all
+from ..registry import MODELS
+from .base import ModelFamily, Params
+
+
+class DCGANParams(Params):
+    latent_dim: int = 100
+    width: int = 64  # channels of the highest-resolution G/D stage (ngf/ndf); doubles per stage
+    max_width: int = 512
+    spectral_norm: bool = False  # on D (Miyato et al. 2018); drops D's batch norm
+
+
+class DCGenerator(nn.Module):
+    """z [N, latent] (+ class embedding) -> image [N, C, R, R] in [-1, 1]."""
+
+    def __init__(self, latent_dim: int, channels: int, resolution: int, width: int,
+                 max_width: int, n_classes: int = 0) -> None:
+        super().__init__()
+        k, s0 = conv_stages(resolution)
+        chans = [min(width * 2 ** i, max_width) for i in reversed(range(k))]  # e.g. [256, 128, 64]
+        self.n_classes = n_classes
+        self.s0, self.c0 = s0, chans[0]
+        # Projection of z to the base feature map (Radford et al.'s first "fully connected" layer
+        # reshaped to a 4-D tensor), followed by BN + ReLU.
+        self.project = nn.Linear(latent_dim + n_classes, chans[0] * s0 * s0, bias=False)
+        self.bn0 = nn.BatchNorm2d(chans[0])
+        ups: list[nn.Module] = []
+        for i in range(k - 1):
+            ups += [nn.ConvTranspose2d(chans[i], chans[i + 1], 4, 2, 1, bias=False),
+                    nn.BatchNorm2d(chans[i + 1]), nn.ReLU(True)]
+        ups += [nn.ConvTranspose2d(chans[-1], channels, 4, 2, 1), nn.Tanh()]
+        self.ups = nn.Sequential(*ups)
+        dcgan_init(self)
+
+    def forward(self, z: Tensor, c: Tensor | None = None) -> Tensor:
+        if self.n_classes:
+            z = torch.cat([z, nn.functional.one_hot(c, self.n_classes).to(z.dtype)], 1)
+        h = self.project(z).view(len(z), self.c0, self.s0, self.s0)  # [N, C0, s0, s0]
+        return self.ups(torch.relu(self.bn0(h)))
+
+
+class DCDiscriminator(nn.Module):
+    """image [N, C, R, R] (+ one-hot label maps) -> score [N, 1]."""
+
+    def __init__(self, channels: int, resolution: int, width: int, max_width: int,
+                 batchnorm: bool = True, n_classes: int = 0) -> None:
+        super().__init__()
+        k, s0 = conv_stages(resolution)
+        chans = [min(width * 2 ** i, max_width) for i in range(k)]  # e.g. [64, 128, 256]
+        self.n_classes = n_classes
+        layers: list[nn.Module] = [nn.Conv2d(channels + n_classes, chans[0], 4, 2, 1),
+                                   nn.LeakyReLU(0.2, True)]
+        for i in range(k - 1):
+            layers.append(nn.Conv2d(chans[i], chans[i + 1], 4, 2, 1, bias=not batchnorm))
+            if batchnorm:
+                layers.append(nn.BatchNorm2d(chans[i + 1]))
+            layers.append(nn.LeakyReLU(0.2, True))
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(chans[-1] * s0 * s0, 1)
+        dcgan_init(self)
+
+    def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+        if self.n_classes:
+            # one-hot label planes concatenated to the image (conditional D, Mirza & Osindero 2014)
+            maps = nn.functional.one_hot(c, self.n_classes).to(x.dtype)[:, :, None, None]
+            x = torch.cat([x, maps.expand(-1, -1, x.shape[2], x.shape[3])], 1)
+        return self.head(self.features(x).flatten(1))
+
+
+@MODELS.register("dcgan", description="deep convolutional GAN with Radford et al.'s architecture rules")
+class DCGAN(ModelFamily):
+    """DCGAN (Radford et al. 2016)."""
+
+    Params = DCGANParams
+    defaults: dict[str, Any] = {
+        "loss": {"name": "nonsaturating"},
+        "optim": {"lr_g": 2e-4, "lr_d": 2e-4, "betas_g": (0.5, 0.999), "betas_d": (0.5, 0.999)},
+    }
+
+    def __init__(self, cfg: Any, info: dict[str, Any], n_classes: int = 0) -> None:
+        super().__init__(cfg, info)
+        if not info["is_image"]:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"model '{cfg.model['name']}' needs images; '{info['name']}' holds "
+                              f"points (use the 'gan' model for 2-D and tabular data)")
+        c, r = self.sample_shape[0], self.sample_shape[-1]
+        self.latent_dim = self.p.latent_dim
+        self.G = DCGenerator(self.latent_dim, c, r, self.p.width, self.p.max_width, n_classes)
+        self.D = DCDiscriminator(c, r, self.p.width, self.p.max_width,
+                                 batchnorm=not self.p.spectral_norm, n_classes=n_classes)
+        if self.p.spectral_norm:
+            spectral_norm_all(self.D)

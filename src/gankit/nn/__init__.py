@@ -1,0 +1,54 @@
+"""Layers shared by several model families."""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+
+def spectral_norm_all(module: nn.Module) -> nn.Module:
+    """Spectral normalisation (Miyato et al. 2018) on every conv/linear weight of ``module``.
+
+    Uses ``torch.nn.utils.parametrizations.spectral_norm`` (one power iteration per forward in
+    training mode); the power-iteration vectors are buffers, so they are checkpointed.
+    """
+    for m in list(module.modules()):
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)):
+            nn.utils.parametrizations.spectral_norm(m)
+    return module
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """Radford et al. 2016 initialisation: weights N(0, 0.02), BN scale N(1, 0.02), bias 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+def conv_stages(resolution: int, min_size: int = 4) -> tuple[int, int]:
+    """``(k, s0)``: the most stride-2 stages such that ``resolution = s0 * 2**k`` with ``s0 >= min_size``.
+
+    28 -> (2, 7), 32 -> (3, 4), 64 -> (4, 4), 8 -> (1, 4). At least one stage is always used.
+    """
+    k = 0
+    while resolution % 2 ** (k + 1) == 0 and resolution // 2 ** (k + 1) >= min_size:
+        k += 1
+    if k == 0:
+        raise ValueError(f"resolution {resolution} cannot be halved to >= {min_size}; "
+                         f"resize with data.image_size (e.g. 32)")
+    return k, resolution // 2**k
+
+
+class Flatten(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(1)
+
+
+def prod(shape: tuple[int, ...]) -> int:
+    return int(math.prod(shape))

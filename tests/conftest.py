@@ -1,0 +1,26 @@
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def tiny_images():
+    """A small labelled image dataset (16x16 grey, 3 classes) made in memory."""
+    from gankit.data.base import Dataset
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(48) % 3
+    x = torch.rand(48, 1, 16, 16, generator=g) * 0.2 - 1
+    for k in range(3):  # a class-dependent bright band so classes differ
+        x[y == k, :, 4 * k:4 * k + 4, :] = 0.8
+    return Dataset("tiny", x, y, 3)
+
+
+@pytest.fixture
+def tiny_points():
+    from gankit.data.builtin import _toy
+
+    return _toy("ring8", 512, 0)

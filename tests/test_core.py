@@ -1,0 +1,250 @@
+"""Fast tier: every model, loss, regulariser, config rule and CLI error path."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import gankit
+from gankit.cli import main
+from gankit.config import parse_overrides, resolve_config
+from gankit.errors import CheckpointError, ConfigError
+from gankit.registry import LOSSES, MODELS, REGULARIZERS
+
+FAST = {"train.log_every": 1, "train.ckpt_every": 2, "train.sample_every": 2,
+        "train.batch_size": 8, "train.ema_decay": 0.9}
+SMALL = {"gan": {"model.g_hidden": 16, "model.d_hidden": 16},
+         "dcgan": {"model.width": 8}, "cgan": {"model.width": 8}}
+
+
+def tiny_train(name, ds, tmp_path, **extra):
+    over = {**FAST, **SMALL.get(name, {}), "train.steps": 2, **extra}
+    return gankit.train(name, ds, out=tmp_path / name, overrides=over, progress=False)
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_model_trains_saves_loads_and_samples(name, tiny_images, tmp_path):
+    run = tiny_train(name, tiny_images, tmp_path)
+    rows = run.metrics()
+    assert [r["step"] for r in rows] == [1, 2]
+    for key in ("loss/D", "loss/G", "D/real", "D/fake"):
+        assert math.isfinite(rows[-1][key]), key
+    # every phase ran and moved its network
+    for k, opt in run.trainer.opts.items():
+        steps = [s["step"] for s in opt.state_dict()["state"].values()]
+        assert steps and all(float(s) == 2 for s in steps), (k, steps)
+    # save/load round trip: the loaded generator reproduces the in-memory G_ema exactly
+    x = run.generator.sample(6, seed=3)
+    g = gankit.load(run.run_dir)
+    assert torch.equal(g.sample(6, seed=3), x)
+    assert x.shape == (6, 1, 16, 16)
+    assert x.min() >= -1 and x.max() <= 1
+    assert (run.run_dir / "samples" / "step_00000002.png").is_file()
+    assert json.loads((run.run_dir / "run.json").read_text())["status"] == "finished"
+
+
+def test_gan_on_points(tiny_points, tmp_path):
+    run = tiny_train("gan", tiny_points, tmp_path)
+    x = run.generator.sample(100, seed=0)
+    assert x.shape == (100, 2)
+    assert run.model.latent_dim == 2  # PacGAN/VEEGAN 2-D setting
+
+
+def test_conditional_sampling_respects_labels(tiny_images, tmp_path):
+    run = tiny_train("cgan", tiny_images, tmp_path)
+    g = gankit.load(run.run_dir)
+    a = g.sample(4, seed=1, labels=0)
+    b = g.sample(4, seed=1, labels=2)
+    assert not torch.equal(a, b)  # the label changes the output for the same z
+    with pytest.raises(ConfigError):
+        g.sample(4, labels=7)
+
+
+def test_cgan_needs_labels(tiny_points, tmp_path):
+    with pytest.raises(ConfigError, match="needs labelled data"):
+        tiny_train("cgan", tiny_points, tmp_path, **{"model.arch": "mlp"})
+
+
+# --- losses -------------------------------------------------------------------------------
+R = torch.tensor([2.0, -1.0])
+Fk = torch.tensor([0.5, -3.0])
+
+
+def sig(x):
+    return torch.sigmoid(x)
+
+
+@pytest.mark.parametrize("name,d,g", [
+    ("minimax", -(torch.log(sig(R)).mean() + torch.log(1 - sig(Fk)).mean()),
+     torch.log(1 - sig(Fk)).mean()),
+    ("nonsaturating", -(torch.log(sig(R)).mean() + torch.log(1 - sig(Fk)).mean()),
+     -torch.log(sig(Fk)).mean()),
+    ("lsgan", 0.5 * (((R - 1) ** 2).mean() + (Fk ** 2).mean()), 0.5 * ((Fk - 1) ** 2).mean()),
+    ("wasserstein", Fk.mean() - R.mean(), -Fk.mean()),
+    ("hinge", F.relu(1 - R).mean() + F.relu(1 + Fk).mean(), -Fk.mean()),
+])
+def test_losses_match_hand_computed(name, d, g):
+    loss = LOSSES.get(name)
+    assert loss.d_loss(R, Fk).item() == pytest.approx(d.item(), rel=1e-6)
+    assert loss.g_loss(Fk).item() == pytest.approx(g.item(), rel=1e-6)
+
+
+def test_every_loss_is_tested():
+    assert set(LOSSES.names()) == {"minimax", "nonsaturating", "lsgan", "wasserstein", "hinge"}
+
+
+def test_saturating_gradient_vanishes_when_d_rejects_fakes():
+    l = torch.tensor([-8.0], requires_grad=True)  # D(G(z)) ~ 3e-4
+    (gs,) = torch.autograd.grad(LOSSES.get("minimax").g_loss(l), l)
+    (gn,) = torch.autograd.grad(LOSSES.get("nonsaturating").g_loss(l), l)
+    assert abs(gs.item()) < 1e-3 < 0.99 < abs(gn.item())
+
+
+def test_penalties_on_a_linear_critic():
+    w = torch.tensor([3.0, 4.0])  # ||w|| = 5: the gradient of x . w everywhere
+    critic = lambda x: x @ w  # noqa: E731
+    real, fake = torch.randn(16, 2), torch.randn(16, 2)
+    assert REGULARIZERS.get("wgan-gp").fn(critic, real, fake).item() == pytest.approx(16.0)
+    assert REGULARIZERS.get("dragan").fn(critic, real, fake).item() == pytest.approx(16.0)
+    assert REGULARIZERS.get("r1").fn(critic, real, fake).item() == pytest.approx(12.5)
+
+
+def test_weight_clipping_and_penalty_in_training(tiny_images, tmp_path):
+    run = tiny_train("dcgan", tiny_images, tmp_path, **{"loss.name": "wasserstein",
+                                                         "loss.clip": 0.01, "optim.n_critic": 3})
+    assert max(p.abs().max().item() for p in run.model.D.parameters()) <= 0.01 + 1e-7
+    d_steps = [float(s["step"]) for s in run.trainer.opts["D"].state_dict()["state"].values()]
+    assert set(d_steps) == {6.0}  # k = 3 D steps per G step, 2 G steps
+    run2 = tiny_train("gan", tiny_images, tmp_path / "gp", **{"loss.gp": "wgan-gp",
+                                                              "loss.name": "wasserstein"})
+    assert "loss/D/wgan-gp" in run2.metrics()[-1]
+
+
+def test_lazy_penalty_phase_runs_every_k(tiny_images, tmp_path):
+    run = tiny_train("gan", tiny_images, tmp_path, **{"loss.gp": "r1", "loss.gp_every": 2,
+                                                      "train.steps": 4})
+    d_steps = {float(s["step"]) for s in run.trainer.opts["D"].state_dict()["state"].values()}
+    # 4 D steps + 2 lazy R1 steps (steps 0 and 2); D's output bias gets no R1 gradient
+    assert max(d_steps) == 6.0 and min(d_steps) == 4.0
+    assert [("loss/D/r1" in r) for r in run.metrics()] == [True, False, True, False]
+
+
+def test_spectral_norm_switch(tiny_images, tmp_path):
+    run = tiny_train("dcgan", tiny_images, tmp_path, **{"model.spectral_norm": True})
+    assert any("parametrizations" in k for k in run.model.D.state_dict())
+    g = gankit.load(run.run_dir)
+    assert g.sample(2, seed=0).shape == (2, 1, 16, 16)
+
+
+def test_gradient_accumulation_matches_full_batch(tmp_path):
+    """With a z-independent G, accumulating 2 micro-batches of 4 equals one batch of 8."""
+    from gankit.data.base import Dataset
+
+    class G(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = nn.Parameter(torch.tensor([0.3, -0.2]))
+
+        def forward(self, z):
+            return self.p.expand(len(z), 2) + 0 * z[:, :2]
+
+    ds = Dataset("pts", torch.randn(64, 2, generator=torch.Generator().manual_seed(0)))
+    outs = []
+    for accum in (1, 2):
+        torch.manual_seed(0)
+        D = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1))
+        m = gankit.GAN(G(), D, latent_dim=2)
+        gankit.train(m, ds, steps=3, batch_size=8, save=False, progress=False,
+                     overrides={"optim.name": "sgd", "optim.grad_accum": accum, "train.ema": False})
+        outs.append(torch.cat([p.detach().flatten() for p in [*m.G.parameters(), *m.D.parameters()]]))
+    assert torch.allclose(outs[0], outs[1], atol=1e-6)
+
+
+def test_custom_networks_train_and_load(tiny_points, tmp_path):
+    G = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 2))
+    D = nn.Sequential(nn.Linear(2, 32), nn.LeakyReLU(0.2), nn.Linear(32, 1))
+    m = gankit.GAN(generator=G, discriminator=D, loss="hinge", latent_dim=4)
+    run = gankit.train(m, tiny_points, steps=3, out=tmp_path / "c", progress=False,
+                       overrides={"train.batch_size": 16, "train.ckpt_every": 3})
+    assert run.cfg.loss.name == "hinge"
+    assert run.generator.sample(5, seed=0).shape == (5, 2)
+    G2 = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 2))
+    m2 = gankit.GAN(G2, nn.Linear(2, 1), latent_dim=4)
+    g = gankit.load(run.run_dir, model=m2)
+    assert torch.equal(g.sample(5, seed=1), run.generator.sample(5, seed=1))
+
+
+# --- config ---------------------------------------------------------------------------------
+def test_config_layers_and_errors():
+    cfg = resolve_config("dcgan", parse_overrides(["optim.lr_d=1e-4", "model.width=16"]))
+    assert cfg.optim.lr_d == 1e-4 and cfg.model["width"] == 16 and cfg.optim.betas_g == (0.5, 0.999)
+    with pytest.raises(ConfigError, match="did you mean 'lr_g'"):
+        resolve_config("dcgan", parse_overrides(["optim.lrg=1"]))
+    with pytest.raises(ConfigError, match="did you mean 'width'"):
+        resolve_config("dcgan", parse_overrides(["model.widht=1"]))
+    with pytest.raises(ConfigError, match="did you mean 'train'"):
+        resolve_config("dcgan", {"trian": {"steps": 1}})
+    with pytest.raises(ConfigError, match="train.steps"):
+        resolve_config("dcgan", parse_overrides(["train.steps=-3"]))
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["optim.lr_d"])
+
+
+# --- CLI errors: one message, exit code 2, nothing written ------------------------------------
+@pytest.mark.parametrize("args,msg", [
+    (["train", "dcgan", "--data", "mnist5"], "did you mean 'mnist5k'"),
+    (["train", "dcgann"], "did you mean 'dcgan'"),
+    (["train", "dcgan", "--set", "optim.lrg=1"], "did you mean 'lr_g'"),
+    (["train", "dcgan", "--data", "/no/such/dir"], "no such file"),
+    (["train", "dcgan", "--data", "ring8"], "needs images"),
+    (["train", "dcgan", "--config", "/no/such.yaml"], "config file not found"),
+    (["resume", "/no/such/run"], "no such run directory"),
+    (["sample", "/no/such/run"], "not a gankit run directory"),
+])
+def test_cli_user_errors_exit_2(args, msg, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert msg in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()  # nothing half-written
+
+
+def test_cli_bad_data_files_exit_2(tmp_path, capsys):
+    import numpy as np
+
+    bad = tmp_path / "nan.npy"
+    arr = np.zeros((10, 2), np.float32)
+    arr[3, 1] = np.nan
+    np.save(bad, arr)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "a.png").write_bytes(b"not a png")
+    for data, msg in [(bad, "NaN"), (empty, "no images"), (corrupt, "a.png")]:
+        with pytest.raises(SystemExit) as e:
+            main(["train", "gan", "--data", str(data), "--out", str(tmp_path / "r")])
+        assert e.value.code == 2
+        assert msg in capsys.readouterr().err
+        assert not (tmp_path / "r").exists()
+
+
+def test_existing_run_dir_is_never_overwritten(tiny_images, tmp_path):
+    run = tiny_train("dcgan", tiny_images, tmp_path)
+    before = (run.run_dir / "config.json").read_text()
+    with pytest.raises(ConfigError, match="gankit resume"):
+        tiny_train("dcgan", tiny_images, tmp_path)
+    assert (run.run_dir / "config.json").read_text() == before
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tiny_images, tmp_path):
+    run = tiny_train("dcgan", tiny_images, tmp_path)
+    ck = run.run_dir / "checkpoints" / (run.run_dir / "checkpoints" / "latest").read_text().strip()
+    (ck / "G_ema.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="safetensors"):
+        gankit.load(run.run_dir)
