@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from . import __version__
 from .config import Config, load_config_file, parse_overrides, resolve_config
 from .data import Dataset, load_data
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, Interrupted
 from .models import ModelFamily, get_family
 from .models.custom import GAN
 from .train import checkpoint as ckpt
@@ -154,6 +154,8 @@ def _fit(trainer: Trainer, run_dir: Path | None, steps: int | None) -> None:
     except KeyboardInterrupt:
         if main:
             write_status(run_dir, "interrupted", step=trainer.step)
+        if run_dir is not None:
+            raise Interrupted(run_dir, trainer.step) from None
         raise
     except BaseException:
         if main:

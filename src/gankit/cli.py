@@ -3,6 +3,7 @@ overrides any key, unknown keys are rejected. User errors print one line and exi
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -43,9 +44,23 @@ def train(model: str, data: str | None, steps: int | None, batch_size: int | Non
     cfg_layer = load_config_file(config) if config else None
     if data is None:
         data = ((cfg_layer or {}).get("data") or {}).get("name") or "mnist5k"
-    run = api_train(model, data, steps=steps, batch_size=batch_size, seed=seed, out=out,
-                    config=cfg_layer, overrides=list(sets), progress=progress)
+    with _interruptible():
+        run = api_train(model, data, steps=steps, batch_size=batch_size, seed=seed, out=out,
+                        config=cfg_layer, overrides=list(sets), progress=progress)
     _done(run)
+
+
+@contextlib.contextmanager
+def _interruptible():
+    """Ctrl-C during training: the Trainer checkpointed; say how to continue, exit 130."""
+    from .errors import Interrupted
+
+    try:
+        yield
+    except Interrupted as e:
+        click.echo(f"interrupted at step {e.step}; checkpoint saved. Continue with: "
+                   f"gankit resume {e.run_dir}", err=True)
+        sys.exit(130)
 
 
 def _done(run) -> None:  # noqa: ANN001
@@ -66,7 +81,9 @@ def resume(run_dir: Path, steps: int | None, progress: bool) -> None:
     """Continue RUN_DIR from its latest checkpoint (bit-identical on CPU)."""
     from .api import resume as api_resume
 
-    _done(api_resume(run_dir, steps=steps, progress=progress))
+    with _interruptible():
+        run = api_resume(run_dir, steps=steps, progress=progress)
+    _done(run)
 
 
 @cli.command()

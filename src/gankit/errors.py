@@ -24,3 +24,11 @@ class DataError(GankitError):
 
 class CheckpointError(GankitError):
     """Missing, corrupt or incompatible run directory / checkpoint."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by Ctrl-C after saving a checkpoint (``run_dir``, ``step``)."""
+
+    def __init__(self, run_dir: object, step: int) -> None:
+        super().__init__(f"interrupted at step {step}")
+        self.run_dir, self.step = run_dir, step
