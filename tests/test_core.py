@@ -248,3 +248,33 @@ def test_corrupt_checkpoint_is_a_clear_error(tiny_images, tmp_path):
     (ck / "G_ema.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="safetensors"):
         gankit.load(run.run_dir)
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_steps(amp, tiny_images, tmp_path):
+    run = tiny_train("dcgan", tiny_images, tmp_path, **{"train.amp": amp, "loss.gp": "r1"})
+    assert all(math.isfinite(v) for k, v in run.metrics()[-1].items() if k.startswith("loss"))
+    if amp == "fp16":
+        assert run.trainer.scalers  # loss scaling is on for fp16
+    x = gankit.load(run.run_dir).sample(2, seed=0)
+    assert torch.isfinite(x).all()
+
+
+def test_ttur_learning_rates_reach_the_optimizers(tiny_images, tmp_path):
+    run = tiny_train("dcgan", tiny_images, tmp_path, **{"optim.lr_g": 1e-4, "optim.lr_d": 4e-4,
+                                                         "optim.betas_d": [0.0, 0.9]})
+    assert run.trainer.opts["G"].param_groups[0]["lr"] == 1e-4
+    assert run.trainer.opts["D"].param_groups[0]["lr"] == 4e-4
+    assert run.trainer.opts["D"].param_groups[0]["betas"] == (0.0, 0.9)
+
+
+def test_ema_warmup_and_tracking():
+    from gankit.train.trainer import EMA
+
+    G = nn.Linear(2, 2)
+    ema = EMA(G, decay=0.999, start=0)
+    with torch.no_grad():
+        G.weight.add_(1.0)
+    ema.update(G, 0)  # warm-up decay (1+0)/(10+0) = 0.1: mostly follows G
+    w = ema.G_ema.weight
+    assert torch.allclose(w, 0.1 * (G.weight - 1.0) + 0.9 * G.weight, atol=1e-6)
