@@ -168,6 +168,103 @@ def losses() -> None:
     _console().print(t)
 
 
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("theory"), show_default=True,
+              help="Folder for NAME.png and NAME.json.")
+@click.option("--all", "run_all", is_flag=True, help="Run every experiment.")
+def theory(name: str | None, out: Path, run_all: bool) -> None:
+    """Reproduce a worked argument of the seeds (omit NAME to list them)."""
+    from rich.table import Table
+
+    from . import theory as lab
+
+    if name is None and not run_all:
+        t = Table("experiment", "what it shows")
+        for e in lab.EXPERIMENTS:
+            t.add_row(e.name, e.description)
+        _console().print(t)
+        return
+    for n in lab.names() if run_all else [name]:
+        res = lab.run(n, out)
+        _console().print(f"[bold]{n}[/bold]: {res.get('summary') or res.get('explanation', '')}")
+        nums = res.get("numbers") or {}
+        for k, v in list(nums.items())[:8]:
+            if isinstance(v, (int, float)):
+                _console().print(f"  {k} = {v:.6g}")
+        _console().print(f"  -> {out / (n + '.png')}, {out / (n + '.json')}")
+
+
+def _parse_list(text: str | None) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+@cli.command(name="eval")
+@click.argument("run_dir", type=click.Path(path_type=Path), required=False)
+@click.option("--metrics", default=None, help="Comma list: fid,fid-inf,kid,is,pr,dc,modes (default by data).")
+@click.option("--n", "n", type=int, default=5000, show_default=True, help="Generated (and at most real) samples.")
+@click.option("--features", default=None, help="raw, random-cnn, lenet-mnist, inception-v3 (default by data).")
+@click.option("--inception-weights", type=click.Path(path_type=Path), default=None,
+              help="The FID Inception weights file (or set GANKIT_INCEPTION_WEIGHTS); never downloaded.")
+@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--real", type=str, default=None, help="With --fake: a dataset name, image folder or .npy/.npz.")
+@click.option("--fake", type=str, default=None, help="With --real: image folder or .npy/.npz of samples.")
+@click.option("--image-size", type=int, default=None, help="Resize both sets (with --real/--fake).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Where to write eval.json.")
+def eval_cmd(run_dir: Path | None, metrics: str | None, n: int, features: str | None,
+             inception_weights: Path | None, split: str, seed: int, real: str | None,
+             fake: str | None, image_size: int | None, out: Path | None) -> None:
+    """Evaluate RUN_DIR's generator, or two sample sets given with --real and --fake."""
+    import json
+
+    from .errors import ConfigError
+    from .metrics.evaluate import evaluate_run, evaluate_sets
+
+    opts = {"path": str(inception_weights)} if inception_weights else None
+    if run_dir is not None:
+        if real or fake:
+            raise ConfigError("give either RUN_DIR or --real/--fake, not both")
+        res = evaluate_run(run_dir, metrics=_parse_list(metrics), n=n, features=features,
+                           feature_options=opts, split=split, seed=seed, write=out is None)
+        dest = out or run_dir / "eval.json"
+    else:
+        if not (real and fake):
+            raise ConfigError("give a RUN_DIR, or both --real and --fake")
+        from .data import load_data
+
+        r = load_data(real, image_size=image_size)
+        f = load_data(fake, image_size=image_size)
+        rx = r.x if n >= len(r) else r.x[torch_perm(len(r), n, seed)]
+        fx = f.x if n >= len(f) else f.x[torch_perm(len(f), n, seed)]
+        res = evaluate_sets(rx, fx, metrics=_parse_list(metrics), features=features,
+                            feature_options=opts, dataset=r.name, info=r.info, seed=seed)
+        res["protocol"] |= {"real": real, "fake": fake}
+        dest = out or Path("eval.json")
+    if out is not None or run_dir is None:
+        dest.write_text(json.dumps(res, indent=2) + "\n")
+    _print_eval(res)
+    _console().print(f"wrote {dest}")
+
+
+def torch_perm(n: int, k: int, seed: int):  # noqa: ANN201
+    import torch
+
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k]
+
+
+def _print_eval(res: dict) -> None:
+    from rich.table import Table
+
+    p = res["protocol"]
+    t = Table("metric", "value", title=f"features: {p['features']['extractor']} "
+              f"({p['features']['checksum'][:12]}), n_real={p['n_real']}, n_fake={p['n_fake']}, "
+              f"seed={p['seed']}")
+    for k, v in res["results"].items():
+        t.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
+    _console().print(t)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors -> one message, exit code 2; Ctrl-C -> checkpoint, exit 130."""
     try:
