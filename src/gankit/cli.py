@@ -63,7 +63,7 @@ def _interruptible():
         sys.exit(130)
 
 
-def _done(run) -> None:  # noqa: ANN001
+def _done(run) -> None:
     last = run.metrics()[-1] if run.metrics() else {}
     c = _console()
     c.print(f"[green]done[/green]: {run.run_dir}  (step {run.trainer.step}, "
@@ -247,7 +247,7 @@ def eval_cmd(run_dir: Path | None, metrics: str | None, n: int, features: str | 
     _console().print(f"wrote {dest}")
 
 
-def torch_perm(n: int, k: int, seed: int):  # noqa: ANN201
+def torch_perm(n: int, k: int, seed: int):
     import torch
 
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k]

@@ -3,5 +3,13 @@
 from .adversarial import AdversarialLoss, d_accuracy, get_loss
 from .regularizers import Regularizer, clip_weights, dragan, r1, wgan_gp
 
-__all__ = ["AdversarialLoss", "Regularizer", "get_loss", "d_accuracy", "clip_weights", "wgan_gp",
-           "dragan", "r1"]
+__all__ = [
+           "AdversarialLoss",
+           "Regularizer",
+           "clip_weights",
+           "d_accuracy",
+           "dragan",
+           "get_loss",
+           "r1",
+           "wgan_gp",
+]

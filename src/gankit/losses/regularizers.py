@@ -7,8 +7,8 @@ backpropagation in reduced precision loses the small gradients the penalty is ab
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor, nn

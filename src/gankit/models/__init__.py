@@ -16,4 +16,4 @@ def get_family(name: str) -> type[ModelFamily]:
     return MODELS.get(name)
 
 
-__all__ = ["ModelFamily", "Phase", "adversarial_phases", "get_family", "MODELS"]
+__all__ = ["MODELS", "ModelFamily", "Phase", "adversarial_phases", "get_family"]

@@ -7,8 +7,9 @@ the only code that touches optimizers, backward, AMP, accumulation, DDP and EMA.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -142,7 +143,7 @@ def adversarial_phases(model: ModelFamily) -> list[Phase]:
     after = None
     if lc.clip is not None:
         clip = float(lc.clip)
-        after = lambda: clip_weights(model.D, clip)  # noqa: E731
+        after = lambda: clip_weights(model.D, clip)
 
     phases = [Phase("D", "D", d_step, repeat=model.cfg.optim.n_critic, makes_fake=True,
                     after_step=after)]

@@ -8,7 +8,7 @@ generator learns the data's class distribution; ``sample(labels=...)`` picks cla
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from ..errors import ConfigError
 from ..nn import spectral_norm_all
@@ -40,7 +40,7 @@ class CGAN(ModelFamily):
 
     Params = CGANParams
     needs_labels = True
-    defaults: dict[str, Any] = {"loss": {"name": "nonsaturating"}}
+    defaults: ClassVar[dict[str, Any]] = {"loss": {"name": "nonsaturating"}}
 
     def __init__(self, cfg: Any, info: dict[str, Any]) -> None:
         super().__init__(cfg, info)

@@ -8,7 +8,7 @@ stages adapts to the resolution (28 -> 7x7 base, 32/64 -> 4x4 base, 8 -> 4x4).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -87,7 +87,7 @@ class DCGAN(ModelFamily):
     """DCGAN (Radford et al. 2016)."""
 
     Params = DCGANParams
-    defaults: dict[str, Any] = {
+    defaults: ClassVar[dict[str, Any]] = {
         "loss": {"name": "nonsaturating"},
         "optim": {"lr_g": 2e-4, "lr_d": 2e-4, "betas_g": (0.5, 0.999), "betas_d": (0.5, 0.999)},
     }

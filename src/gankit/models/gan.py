@@ -9,7 +9,7 @@ two-hidden-layer MLP of 512 units.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -82,8 +82,8 @@ class MLPDiscriminator(nn.Module):
 
 
 def mlp_sizes(p: GANParams, is_image: bool) -> dict[str, int]:
-    auto = dict(latent_dim=100, g_hidden=512, g_layers=2, d_hidden=512, d_layers=2) if is_image \
-        else dict(latent_dim=2, g_hidden=400, g_layers=4, d_hidden=200, d_layers=3)
+    auto = {"latent_dim": 100, "g_hidden": 512, "g_layers": 2, "d_hidden": 512, "d_layers": 2} if is_image \
+        else {"latent_dim": 2, "g_hidden": 400, "g_layers": 4, "d_hidden": 200, "d_layers": 3}
     return {k: getattr(p, k) if getattr(p, k) is not None else v for k, v in auto.items()}
 
 
@@ -92,7 +92,7 @@ class GAN(ModelFamily):
     """The original GAN (Goodfellow et al. 2014)."""
 
     Params = GANParams
-    defaults: dict[str, Any] = {"loss": {"name": "nonsaturating"}}
+    defaults: ClassVar[dict[str, Any]] = {"loss": {"name": "nonsaturating"}}
 
     def __init__(self, cfg: Any, info: dict[str, Any], n_classes: int = 0) -> None:
         super().__init__(cfg, info)

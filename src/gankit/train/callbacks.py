@@ -32,8 +32,14 @@ class MetricsLogger(Callback):
         self.run_dir = run_dir
 
     def on_train_start(self, tr: Trainer) -> None:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.t0, self.s0 = time.perf_counter(), tr.step
         self.t_last, self.s_last = self.t0, tr.step

@@ -132,5 +132,5 @@ def load_pt(path: Path) -> Any:
         raise CheckpointError(f"missing checkpoint file {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt or crafted file: never fall back to unpickling code
+    except Exception as e:  # noqa: BLE001  (corrupt or crafted file: any failure is "unreadable")
         raise CheckpointError(f"{path} could not be read safely ({type(e).__name__}: {e})") from None
