@@ -30,7 +30,9 @@ LossFn = Callable[["StepContext"], "tuple[Tensor, dict[str, Tensor]]"]
 class Phase:
     """One optimisation phase of a training step.
 
-    ``opt`` names the optimizer (and so the network) it updates. The phase runs when
+    ``opt`` names the optimizer (and so the network) it updates, or a tuple of them for a
+    phase whose loss updates several networks at once (InfoGAN's mutual-information term,
+    consensus optimisation). The phase runs when
     ``step % every == 0``, ``repeat`` times in a row (k D steps per G step, Goodfellow et al.
     2014 Alg. 1). ``makes_fake``/``uses_fake`` let the Trainer hand the last D step's fake batch
     to the G step instead of running G twice. ``after_step`` runs after the optimizer step
@@ -38,13 +40,17 @@ class Phase:
     """
 
     name: str
-    opt: str
+    opt: str | tuple[str, ...]
     loss_fn: LossFn
     every: int = 1
     repeat: int = 1
     makes_fake: bool = False
     uses_fake: bool = False
     after_step: Callable[[], None] | None = None
+
+    @property
+    def opts(self) -> tuple[str, ...]:
+        return (self.opt,) if isinstance(self.opt, str) else tuple(self.opt)
 
 
 class Params(BaseModel):

@@ -182,9 +182,11 @@ class Callback:
 
 
 def make_optimizer(cfg: Config, params: list[nn.Parameter], net: str) -> torch.optim.Optimizer:
+    """Optimizer of network ``net``: G* networks use the G settings, all others the D settings."""
     o = cfg.optim
-    lr = o.lr_g if net == "G" else o.lr_d
-    betas = o.betas_g if net == "G" else o.betas_d
+    is_g = net.startswith("G")
+    lr = o.lr_g if is_g else o.lr_d
+    betas = o.betas_g if is_g else o.betas_d
     if o.name == "adam":
         return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=o.weight_decay,
                                 foreach=True)
@@ -232,8 +234,9 @@ class Trainer:
                      for k, net in self.nets.items()}
         self.phases: list[Phase] = self.model.phases()
         for ph in self.phases:
-            if ph.opt not in self.opts:
-                raise ValueError(f"phase {ph.name} names unknown optimizer {ph.opt}")
+            for k in ph.opts:
+                if k not in self.opts:
+                    raise ValueError(f"phase {ph.name} names unknown optimizer {k}")
         self.ema = EMA(self.model.G, t.ema_decay, t.ema_start) if t.ema else None
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
         self.amp_dtype = amp
@@ -289,14 +292,14 @@ class Trainer:
 
     # -- the step ---------------------------------------------------------------------------
     def _run_phase(self, ph: Phase, keep_last: bool) -> None:
-        net = self.nets[ph.opt]
-        opt = self.opts[ph.opt]
-        scaler = self.scalers.get(ph.opt)
+        keys = ph.opts
         accum = self.cfg.optim.grad_accum
+        scaler = self.scalers.get(keys[0])  # fp16 only: the phase's first optimizer's scaler
         for k, other in self.nets.items():
-            other.requires_grad_(k == ph.opt)
+            other.requires_grad_(k in keys)
         for r in range(ph.repeat):
-            opt.zero_grad(set_to_none=True)
+            for k in keys:
+                self.opts[k].zero_grad(set_to_none=True)
             for micro in range(accum):
                 self.ctx._reset(micro, keep_last and r == ph.repeat - 1)
                 with self.autocast():
@@ -305,13 +308,15 @@ class Trainer:
                     loss = loss / accum
                 (scaler.scale(loss) if scaler else loss).backward()
                 self._accumulate(stats)
-            if self.dist.enabled:
-                allreduce_grads(net)
+            for k in keys:
+                if self.dist.enabled:
+                    allreduce_grads(self.nets[k])
+                if scaler:
+                    scaler.step(self.opts[k])
+                else:
+                    self.opts[k].step()
             if scaler:
-                scaler.step(opt)
                 scaler.update()
-            else:
-                opt.step()
             if ph.after_step is not None:
                 ph.after_step()
 
