@@ -1,10 +1,19 @@
-"""Model families; each file registers itself in ``gankit.registry.MODELS``."""
+"""Model families: one file per family, each registering itself in ``gankit.registry.MODELS``.
+
+Every module in this package is imported here, so adding a family is adding one file.
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from ..registry import MODELS
-from . import cgan, dcgan, gan  # noqa: F401  (registration)
 from .base import ModelFamily, Phase, adversarial_phases
+
+for _m in pkgutil.iter_modules(__path__):
+    if _m.name not in ("base", "custom"):
+        importlib.import_module(f"{__name__}.{_m.name}")
 
 
 def get_family(name: str) -> type[ModelFamily]:
