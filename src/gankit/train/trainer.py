@@ -167,6 +167,31 @@ class EMA:
             b_ema.copy_(b)
 
 
+def family_buffers(model: ModelFamily) -> dict[str, Tensor]:
+    """Buffers of the family module outside its networks (e.g. BEGAN's k_t, running averages)."""
+    nets = tuple(f"{k}." for k in model.networks())
+    return {k: b for k, b in model.named_buffers() if not k.startswith(nets)}
+
+
+class FamilyBuffers(nn.Module):
+    """A state-dict view of :func:`family_buffers` so they checkpoint like a network."""
+
+    def __init__(self, model: ModelFamily) -> None:
+        super().__init__()
+        self._model = [model]  # a list: not registered as a submodule
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:  # type: ignore[override]
+        return dict(family_buffers(self._model[0]))
+
+    def load_state_dict(self, sd: dict[str, Tensor], strict: bool = True, assign: bool = False) -> Any:  # type: ignore[override]
+        own = family_buffers(self._model[0])
+        if set(sd) != set(own):
+            raise RuntimeError(f"family buffers differ: saved {sorted(sd)}, model {sorted(own)}")
+        with torch.no_grad():
+            for k, v in sd.items():
+                own[k].copy_(v)
+
+
 class Callback:
     """Hooks called by the Trainer (rank 0 only unless ``all_ranks``)."""
 
@@ -395,9 +420,11 @@ class Trainer:
         barrier()
         final = None
         if self.dist.is_main:
-            nets = dict(self.nets)
+            nets: dict[str, nn.Module] = dict(self.nets)
             if self.ema is not None:
                 nets["G_ema"] = self.ema.G_ema
+            if family_buffers(self.model):
+                nets["family"] = FamilyBuffers(self.model)
             optim = {"opts": {k: o.state_dict() for k, o in self.opts.items()},
                      "scalers": {k: s.state_dict() for k, s in self.scalers.items()}}
             state = {"step": self.step, "world": self.dist.world, "time": time.time()}
@@ -417,6 +444,8 @@ class Trainer:
             ckpt.load_into(net, folder / f"{k}.safetensors")
         if self.ema is not None:
             ckpt.load_into(self.ema.G_ema, folder / "G_ema.safetensors")
+        if family_buffers(self.model):
+            ckpt.load_into(FamilyBuffers(self.model), folder / "family.safetensors")
         for k, o in self.opts.items():
             o.load_state_dict(state["opts"][k])
         for k, s in self.scalers.items():
