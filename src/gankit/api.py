@@ -19,7 +19,7 @@ from .errors import CheckpointError, ConfigError, Interrupted
 from .models import ModelFamily, get_family
 from .models.custom import GAN
 from .train import checkpoint as ckpt
-from .train.callbacks import MetricsLogger, SampleGrids, read_metrics
+from .train.callbacks import Evaluator, MetricsLogger, SampleGrids, read_metrics
 from .train.distributed import init_distributed
 from .train.trainer import Callback, Trainer, pick_device
 
@@ -139,11 +139,14 @@ def write_status(run_dir: Path, status: str, **extra: Any) -> None:
     ckpt.atomic_write_text(p, json.dumps(info, indent=2) + "\n")
 
 
-def _callbacks(run_dir: Path | None, cfg: Config, total: int, progress: bool) -> list[Callback]:
+def _callbacks(run_dir: Path | None, cfg: Config, total: int, progress: bool,
+               ds: Dataset) -> list[Callback]:
     cbs: list[Callback] = [MetricsLogger(run_dir, cfg.train.log_every, total,
                                          progress and cfg.train.progress, cfg.train.tensorboard)]
     if run_dir is not None:
         cbs.append(SampleGrids(run_dir, cfg.train.sample_every))
+    if cfg.train.eval_every > 0:
+        cbs.append(Evaluator(run_dir, ds))
     return cbs
 
 
@@ -219,7 +222,7 @@ def train(model: str | ModelFamily = "dcgan", data: str | Dataset = "mnist5k", *
             run_dir.mkdir(parents=True, exist_ok=True)
             _write_run_files(run_dir, cfg, ds, "running")
     total = cfg.train.steps
-    tr = Trainer(cfg, fam, ds, run_dir, [*_callbacks(run_dir, cfg, total, progress),
+    tr = Trainer(cfg, fam, ds, run_dir, [*_callbacks(run_dir, cfg, total, progress, ds),
                                          *(callbacks or [])], dist_info)
     _fit(tr, run_dir, total)
     return Run(run_dir, cfg, fam, tr, ds)
@@ -261,7 +264,7 @@ def resume(run_dir: str | Path, *, steps: int | None = None, progress: bool = Tr
     torch.manual_seed(cfg.train.seed)
     fam = get_family(cfg.model["name"])(cfg, info)
     dist_info = init_distributed(pick_device(cfg.train.device).type)
-    tr = Trainer(cfg, fam, ds, run_dir, [*_callbacks(run_dir, cfg, cfg.train.steps, progress),
+    tr = Trainer(cfg, fam, ds, run_dir, [*_callbacks(run_dir, cfg, cfg.train.steps, progress, ds),
                                          *(callbacks or [])], dist_info)
     tr.load_checkpoint(folder)
     if dist_info.is_main:

@@ -33,10 +33,11 @@ def cli() -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/MODEL-DATA-TIME).")
 @click.option("--config", "config", type=click.Path(path_type=Path), default=None, help="YAML/JSON config file.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. --set optim.lr_d=4e-4.")
+@click.option("--eval-every", type=int, default=None, help="Evaluate every N steps (train.eval_every); best weights kept in best/.")
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
 def train(model: str, data: str | None, steps: int | None, batch_size: int | None,
           seed: int | None, out: Path | None, config: Path | None, sets: tuple[str, ...],
-          progress: bool) -> None:
+          eval_every: int | None, progress: bool) -> None:
     """Train MODEL (see `gankit models`) on --data."""
     from .api import train as api_train
     from .config import load_config_file
@@ -44,9 +45,10 @@ def train(model: str, data: str | None, steps: int | None, batch_size: int | Non
     cfg_layer = load_config_file(config) if config else None
     if data is None:
         data = ((cfg_layer or {}).get("data") or {}).get("name") or "mnist5k"
+    over = list(sets) + ([f"train.eval_every={eval_every}"] if eval_every is not None else [])
     with _interruptible():
         run = api_train(model, data, steps=steps, batch_size=batch_size, seed=seed, out=out,
-                        config=cfg_layer, overrides=list(sets), progress=progress)
+                        config=cfg_layer, overrides=over, progress=progress)
     _done(run)
 
 
@@ -64,7 +66,7 @@ def _interruptible():
 
 
 def _done(run) -> None:
-    last = run.metrics()[-1] if run.metrics() else {}
+    last = next((r for r in reversed(run.metrics()) if "it_s" in r), {})
     c = _console()
     c.print(f"[green]done[/green]: {run.run_dir}  (step {run.trainer.step}, "
             f"{last.get('it_s', 0):.1f} it/s)")

@@ -89,6 +89,12 @@ class TrainConfig(_Section):
     keep_ckpts: int = 2
     progress: bool = True
     tensorboard: bool = False
+    # evaluation during training (gankit.metrics.evaluate); 0 = off
+    eval_every: int = 0
+    eval_metrics: list[str] | None = None  # default by data: fid,kid,pr,dc or modes,pr
+    eval_n: int = 2000
+    eval_features: str | None = None  # default by data: lenet-mnist, random-cnn, raw
+    best_metric: str | None = None  # result key kept best in best/ (default: first one)
 
     @field_validator("steps", "batch_size", "log_every", "sample_every", "ckpt_every", "keep_ckpts")
     @classmethod

@@ -164,16 +164,17 @@ def plot_curves(run_dir: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = [r["step"] for r in rows]
     keys = sorted({k for r in rows for k in r if k not in ("step", "time", "it_s")})
     groups = [("losses", [k for k in keys if k.startswith("loss/")]),
-              ("discriminator", [k for k in keys if k.startswith("D/")])]
+              ("discriminator", [k for k in keys if k.startswith("D/")]),
+              ("evaluation", [k for k in keys if k.startswith("eval/")])]
     groups = [g for g in groups if g[1]]
     fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 3.5), squeeze=False)
     for ax, (title, ks) in zip(axes[0], groups):
         for k in ks:
-            ax.plot(steps, [r.get(k, float("nan")) if isinstance(r.get(k), (int, float))
-                            else float("nan") for r in rows], label=k)
+            pts = [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))]
+            if pts:
+                ax.plot(*zip(*pts), label=k, marker="o" if title == "evaluation" else None)
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.legend(fontsize=8)
@@ -183,3 +184,103 @@ def plot_curves(run_dir: Path) -> Path | None:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+class Evaluator(Callback):
+    """Evaluation during training (``train.eval_every``) with the best checkpoint kept.
+
+    Every ``eval_every`` steps: ``eval_n`` samples from the sampling generator (G_ema when on,
+    fixed seed, eval mode) are compared with up to ``eval_n`` training images by
+    :func:`gankit.metrics.evaluate.evaluate_sets`; the results go to ``metrics.jsonl`` as
+    ``eval/<key>`` and, when ``best_metric`` improves, G/G_ema weights are copied atomically to
+    ``best/`` with ``best/best.json``. Real features are computed once (and cached on disk).
+    """
+
+    def __init__(self, run_dir: Path | None, data: Any) -> None:
+        self.run_dir = run_dir
+        self.ds = data
+
+    def on_train_start(self, tr: Trainer) -> None:
+        from ..metrics.evaluate import _subsample
+
+        t = tr.cfg.train
+        self.every, self.n = t.eval_every, t.eval_n
+        self.real = _subsample(self.ds.x, self.n, t.seed)
+        self.best_key = t.best_metric
+        self.best: float | None = None
+        if self.run_dir is not None and (self.run_dir / "best" / "best.json").exists():
+            b = json.loads((self.run_dir / "best" / "best.json").read_text())
+            self.best_key, self.best = b["metric"], b["value"]
+
+    def on_step_end(self, tr: Trainer) -> None:
+        if tr.step % self.every == 0 or tr.step == tr.cfg.train.steps:
+            self.evaluate(tr)
+
+    @torch.no_grad()
+    def evaluate(self, tr: Trainer) -> dict[str, float]:
+        from ..metrics.evaluate import better, evaluate_sets
+
+        t = tr.cfg.train
+        G = tr.G_sample
+        was = G.training
+        G.eval()
+        try:
+            gen = torch.Generator(tr.device).manual_seed(t.seed + 999)
+            k = tr.model.num_classes
+            fakes = []
+            for i in range(0, self.n, 500):
+                m = min(500, self.n - i)
+                c = (torch.arange(i, i + m, device=tr.device) % k) if tr.model.conditional else None
+                fakes.append(tr.model.generate(G, tr.model.sample_latent(m, gen, tr.device), c)
+                             .float().cpu())
+        finally:
+            G.train(was)
+        key = {"dataset": self.ds.name, "split": "train", "seed": t.seed,
+               "image_size": tr.cfg.data.image_size}
+        res = evaluate_sets(self.real, torch.cat(fakes), metrics=t.eval_metrics,
+                            features=t.eval_features, dataset=self.ds.name, info=self.ds.info,
+                            real_key=key if self.run_dir is not None else None, seed=t.seed)
+        vals = res["results"]
+        rec = {"step": tr.step, **{f"eval/{k}": float(v) for k, v in vals.items()}}
+        tr.last_eval = rec
+        if self.run_dir is None:
+            return vals
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if self.best_key is None:
+            self.best_key = next(iter(vals))
+        if self.best_key not in vals:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"train.best_metric '{self.best_key}' is not among the evaluated "
+                              f"results {sorted(vals)}")
+        if better(self.best_key, vals[self.best_key], self.best):
+            self.best = float(vals[self.best_key])
+            self._save_best(tr, res)
+        return vals
+
+    def _save_best(self, tr: Trainer, res: dict[str, Any]) -> None:
+        import os
+        import shutil
+
+        from safetensors.torch import save_file
+
+        from .checkpoint import fsync_path, state_for_safetensors
+
+        assert self.run_dir is not None
+        tmp = self.run_dir / ".tmp-best"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_file(state_for_safetensors(tr.model.G), tmp / "G.safetensors")
+        if tr.ema is not None:
+            save_file(state_for_safetensors(tr.ema.G_ema), tmp / "G_ema.safetensors")
+        (tmp / "best.json").write_text(json.dumps(
+            {"metric": self.best_key, "value": self.best, "step": tr.step, **res}, indent=2))
+        for f in tmp.iterdir():
+            fsync_path(f)
+        final = self.run_dir / "best"
+        old = self.run_dir / ".old-best"
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
