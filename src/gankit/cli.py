@@ -203,7 +203,7 @@ def _parse_list(text: str | None) -> list[str] | None:
 
 @cli.command(name="eval")
 @click.argument("run_dir", type=click.Path(path_type=Path), required=False)
-@click.option("--metrics", default=None, help="Comma list: fid,fid-inf,kid,is,pr,dc,modes (default by data).")
+@click.option("--metrics", default=None, help="Comma list of fid,fid-inf,kid,is,pr,dc,modes,stacked-modes,mem (any two sets) and cas,aug (runs of conditional models); default by data.")
 @click.option("--n", "n", type=int, default=5000, show_default=True, help="Generated (and at most real) samples.")
 @click.option("--features", default=None, help="raw, random-cnn, lenet-mnist, inception-v3 (default by data).")
 @click.option("--inception-weights", type=click.Path(path_type=Path), default=None,
@@ -259,9 +259,10 @@ def _print_eval(res: dict) -> None:
     from rich.table import Table
 
     p = res["protocol"]
-    t = Table("metric", "value", title=f"features: {p['features']['extractor']} "
-              f"({p['features']['checksum'][:12]}), n_real={p['n_real']}, n_fake={p['n_fake']}, "
-              f"seed={p['seed']}")
+    feats = p.get("features") or {"extractor": "-", "checksum": "-"}
+    t = Table("metric", "value", title=f"features: {feats['extractor']} "
+              f"({feats['checksum'][:12]}), n_real={p.get('n_real', '-')}, "
+              f"n_fake={p.get('n_fake', '-')}, seed={p.get('seed', '-')}")
     for k, v in res["results"].items():
         t.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
     _console().print(t)
