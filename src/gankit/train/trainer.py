@@ -96,7 +96,8 @@ class StepContext:
         self.step = 0
         self.micro = 0
         self.keep_fake = False
-        self.stash: dict[int, tuple[Tensor, Tensor | None]] = {}
+        self.stash: dict[int, tuple[Tensor, Tensor | None, Tensor]] = {}
+        self.last_z: Tensor | None = None
         self._batch: tuple[Tensor, Tensor | None] | None = None
 
     def _reset(self, micro: int, keep: bool) -> None:
@@ -123,23 +124,28 @@ class StepContext:
         return self.model.sample_latent(n, self.tr.noise_gen, self.tr.device)
 
     def fake_for_d(self) -> tuple[Tensor, Tensor | None]:
-        """A fake batch for a D step; built with G's graph when the next G step will reuse it."""
+        """A fake batch for a D step; built with G's graph when the next G step will reuse it.
+
+        The latent it came from is ``ctx.last_z`` (InfoGAN reads its codes there).
+        """
         c = self.c
-        z = self.z(self.n)
+        z = self.last_z = self.z(self.n)
         if self.keep_fake:
             with self.tr.grad_for(self.G):
                 fake = self.model.generate(self.G, z, c)
-            self.stash[self.micro] = (fake, c)
+            self.stash[self.micro] = (fake, c, z)
             return fake, c
         with torch.no_grad():
             return self.model.generate(self.G, z, c), c
 
     def fake_for_g(self) -> tuple[Tensor, Tensor | None]:
-        """The stashed fake of the last D step, or a fresh one (with G's graph)."""
+        """The stashed fake of the last D step, or a fresh one (with G's graph); see ``last_z``."""
         if self.micro in self.stash:
-            return self.stash.pop(self.micro)
+            fake, c, self.last_z = self.stash.pop(self.micro)
+            return fake, c
         c = self.c
-        return self.model.generate(self.G, self.z(self.n), c), c
+        z = self.last_z = self.z(self.n)
+        return self.model.generate(self.G, z, c), c
 
 
 class EMA:
