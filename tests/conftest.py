@@ -1,3 +1,12 @@
+import os
+
+# Before numpy/torch load their BLAS: one thread. The test arrays and networks are small, where
+# a second thread only adds synchronisation, and on a shared machine oversubscription makes
+# multi-threaded BLAS 5-10x slower. Results do not depend on it.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 import pytest
 import torch
 

@@ -1,0 +1,246 @@
+"""Evaluation with a recorded protocol: a run, or any two sample sets.
+
+``evaluate_sets`` embeds both sets with one feature extractor, computes the requested metrics from
+the registry and returns the values together with the protocol (extractor and checksum, sample
+counts, split, seed, each metric's settings). Features of real data are cached on disk, keyed by
+everything that determines them. ``evaluate_run`` samples a run's generator and compares it with
+the run's dataset; the CLI ``gankit eval`` writes the result to ``eval.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, DataError
+from ..registry import FEATURES, METRICS
+from . import features as _features  # noqa: F401  (registers the extractors)
+from .memorization import memorization_report
+from .modes import stacked_mnist_modes
+
+DIGIT_DATASETS = ("mnist5k", "digits", "stackedmnist")
+LOWER_IS_BETTER = {"fid", "fid_inf", "kid_mean", "kl_to_uniform", "stacked_kl_to_uniform"}
+#: Metrics computed here rather than from the METRICS registry: they need more than two feature
+#: arrays (a held-out set, per-channel classification, or the generator itself).
+SET_METRICS = {
+    "mem": "memorisation: sample->train vs heldout->train nearest-neighbour distances (Meehan et al. 2020)",
+    "stacked-modes": "Stacked MNIST modes covered of 1,000 and KL to uniform (Metz et al. 2017)",
+}
+RUN_METRICS = {
+    "cas": "classification accuracy score: classifier trained on samples, tested on real (Ravuri & Vinyals 2019)",
+    "aug": "augmentation gain: small real labelled set vs plus synthetic samples",
+}
+
+
+def cache_dir() -> Path:
+    """Where real-data features are cached: ``$GANKIT_CACHE`` or ``~/.cache/gankit``."""
+    return Path(os.environ.get("GANKIT_CACHE", Path.home() / ".cache" / "gankit")) / "features"
+
+
+def default_features(x: torch.Tensor, dataset: str | None) -> str:
+    """``raw`` for points, ``lenet-mnist`` for the digit datasets, ``random-cnn`` otherwise.
+
+    ImageNet Inception features on 28x28 digits are meaningless; for other images the random CNN
+    of Naeem et al. 2020 is used unless the user supplies Inception weights (``--features
+    inception-v3 --inception-weights PATH``).
+    """
+    if x.dim() == 2:
+        return "raw"
+    if dataset in DIGIT_DATASETS and x.shape[1] == 1:
+        return "lenet-mnist"
+    return "random-cnn"
+
+
+def default_metrics(x: torch.Tensor, toy: bool) -> list[str]:
+    if toy:
+        return ["modes", "pr"]
+    return ["fid", "kid", "pr", "dc"]
+
+
+def _subsample(x: torch.Tensor, n: int | None, seed: int) -> torch.Tensor:
+    if n is None or n >= len(x):
+        return x
+    g = torch.Generator().manual_seed(seed)
+    return x[torch.randperm(len(x), generator=g)[:n]]
+
+
+def _embed(ext: Any, x: torch.Tensor, want_logits: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    if want_logits:
+        return ext.features_and_logits(x)
+    return ext.features(x), None
+
+
+def cached_real_features(ext: Any, x: torch.Tensor, key: dict[str, Any] | None,
+                         want_logits: bool) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+    """Features (and logits) of real data, from the on-disk cache when ``key`` is given."""
+    if key is None:
+        return (*_embed(ext, x, want_logits), None)
+    full = {**key, "extractor": ext.name, "checksum": ext.checksum, "n": len(x),
+            "shape": list(x.shape[1:])}
+    digest = hashlib.sha256(json.dumps(full, sort_keys=True).encode()).hexdigest()[:20]
+    path = cache_dir() / f"{key.get('dataset', 'data')}-{ext.name}-{digest}.npz"
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if not want_logits or "logits" in z:
+                    return z["feats"], (z["logits"] if want_logits else None), str(path)
+        except (OSError, ValueError):
+            pass  # unreadable cache entry: recompute and overwrite
+    feats, logits = _embed(ext, x, want_logits or ext.is_classifier)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
+    arrays = {"feats": feats} | ({"logits": logits} if logits is not None else {})
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return feats, (logits if want_logits else None), str(path)
+
+
+def evaluate_sets(real: torch.Tensor, fake: torch.Tensor, *, metrics: list[str] | None = None,
+                  features: str | None = None, feature_options: dict[str, Any] | None = None,
+                  dataset: str | None = None, info: dict[str, Any] | None = None,
+                  real_key: dict[str, Any] | None = None, seed: int = 0,
+                  heldout: torch.Tensor | None = None) -> dict[str, Any]:
+    """Compare ``real`` and ``fake`` sample sets (``[N, C, H, W]`` in [-1, 1] or ``[N, D]``).
+
+    Returns ``{"results": {name: value}, "protocol": {...}}``. ``info`` may carry ``centers`` and
+    ``sigma`` for the ``modes`` metric (ring8/grid25).
+    """
+    if real.shape[1:] != fake.shape[1:]:
+        raise DataError(f"real samples have shape {list(real.shape[1:])} but fake samples "
+                        f"{list(fake.shape[1:])}; resize one of them (e.g. --image-size)")
+    info = info or {}
+    toy = "centers" in info
+    names = metrics or default_metrics(real, toy)
+    check_metric_names(names, allow_run=False)
+    special = [n for n in names if n in SET_METRICS]
+    names = [n for n in names if n not in SET_METRICS]
+    feat_name = features or default_features(real, dataset)
+    ext = FEATURES.get(feat_name)(**(feature_options or {}))
+    needs = {METRICS.get(n).needs for n in names} | ({"features"} if "mem" in special else set())
+    want_logits = "logits" in needs
+    if want_logits and not ext.is_classifier:
+        raise ConfigError(f"metric 'is' needs class logits; extractor '{feat_name}' has none "
+                          f"(use lenet-mnist for digits or inception-v3 with its weights)")
+    t0 = time.perf_counter()
+    results: dict[str, float] = {}
+    protocol: dict[str, Any] = {"features": ext.protocol(), "n_real": len(real),
+                                "n_fake": len(fake), "seed": seed, "metrics": {}}
+    if needs & {"features", "logits"}:
+        rf, _, cache = cached_real_features(ext, real, real_key, False)
+        ff, fl = _embed(ext, fake, want_logits)
+        protocol["real_feature_cache"] = cache
+    for n in names:
+        m = METRICS.get(n)
+        protocol["metrics"][n] = m.protocol
+        if m.needs == "points":
+            if not toy:
+                raise ConfigError(f"metric '{n}' needs a toy mixture with known modes "
+                                  f"(ring8, grid25)")
+            results |= m(None, fake.numpy(), centers=np.asarray(info["centers"]),
+                         sigma=float(info["sigma"]))
+        elif m.needs == "logits":
+            results |= m(None, fl)
+        else:
+            results |= m(rf, ff)
+    if "mem" in special:
+        if heldout is None:
+            raise ConfigError("metric 'mem' needs held-out real data (a dataset with a test split)")
+        results |= {f"mem_{k}": float(v) for k, v in
+                    memorization_report(ff, rf, ext.features(heldout)).items()
+                    if isinstance(v, (int, float, bool, np.floating, np.bool_))}
+        protocol["metrics"]["mem"] = {"space": feat_name, "n_heldout": len(heldout)}
+    if "stacked-modes" in special:
+        results |= stacked_modes(fake)
+        protocol["metrics"]["stacked-modes"] = {"classifier": "lenet-mnist per channel"}
+    protocol["seconds"] = round(time.perf_counter() - t0, 3)
+    return {"results": results, "protocol": protocol}
+
+
+def check_metric_names(names: list[str], allow_run: bool) -> None:
+    """Fail on an unknown metric name before any work, listing every choice."""
+    extra = set(SET_METRICS) | (set(RUN_METRICS) if allow_run else set())
+    for n in names:
+        if n not in extra and n not in METRICS:
+            from ..registry import did_you_mean
+
+            choices = sorted(set(METRICS.names()) | extra)
+            raise ConfigError(f"unknown metric '{n}'{did_you_mean(n, choices)}; choices: "
+                              f"{', '.join(choices)}" + ("" if allow_run or n not in RUN_METRICS
+                                                         else " (cas/aug need a run directory)"))
+
+
+def stacked_modes(fake: torch.Tensor) -> dict[str, float]:
+    """Stacked MNIST modes: each channel classified by ``lenet-mnist``."""
+    if fake.dim() != 4 or fake.shape[1] != 3:
+        raise ConfigError("stacked-modes needs 3-channel images (the stackedmnist dataset)")
+    ext = FEATURES.get("lenet-mnist")()
+    pred = np.stack([ext.predict(fake[:, i:i + 1]) for i in range(3)], 1)  # [N, 3]
+    s = stacked_mnist_modes(pred)
+    return {"stacked_modes_covered": float(s["modes_covered"]),
+            "stacked_kl_to_uniform": float(s["kl_to_uniform"])}
+
+
+def better(metric: str, new: float, old: float | None) -> bool:
+    """Whether ``new`` improves on ``old`` for a result key (FID/KID/KL: lower is better)."""
+    if old is None or not np.isfinite(old):
+        return bool(np.isfinite(new))
+    return new < old if metric in LOWER_IS_BETTER else new > old
+
+
+def evaluate_run(run_dir: str | Path, *, metrics: list[str] | None = None, n: int = 5000,
+                 features: str | None = None, feature_options: dict[str, Any] | None = None,
+                 split: str = "train", seed: int = 0, weights: str = "G_ema",
+                 write: bool = True) -> dict[str, Any]:
+    """Sample ``n`` from a run's generator and evaluate against its dataset's ``split``."""
+    from ..api import _read_config, load
+    from ..data import load_data
+
+    run_dir = Path(run_dir)
+    cfg, info = _read_config(run_dir)
+    ds = load_data(cfg.data.name, image_size=cfg.data.image_size, channels=cfg.data.channels,
+                   seed=cfg.train.seed)
+    if list(ds.shape) != list(info["shape"]):
+        raise ConfigError(f"'{ds.name}' now has shape {list(ds.shape)}; the run was trained on "
+                          f"{info['shape']}")
+    if split not in ("train", "test"):
+        raise ConfigError(f"split must be train or test, got '{split}'")
+    real = ds.x if split == "train" else ds.x_test
+    if real is None:
+        raise ConfigError(f"dataset '{ds.name}' has no test split; use --split train")
+    names = metrics or default_metrics(real, "centers" in ds.info)
+    check_metric_names(names, allow_run=True)
+    run_names = [m for m in names if m in RUN_METRICS]
+    set_names = [m for m in names if m not in RUN_METRICS]
+    real = _subsample(real, n, seed)
+    sampler = load(run_dir, weights=weights)
+    fake = sampler.sample(n, seed=seed)
+    key = {"dataset": ds.name, "split": split, "seed": seed, "image_size": cfg.data.image_size}
+    heldout = ds.x_test if (split == "train" and "mem" in set_names) else None
+    if heldout is None and "mem" in set_names:
+        raise ConfigError("metric 'mem' compares with held-out data: use --split train")
+    out: dict[str, Any] = {"results": {}, "protocol": {"n_fake": n, "seed": seed, "metrics": {}}}
+    if set_names:
+        out = evaluate_sets(real, fake, metrics=set_names, features=features,
+                            feature_options=feature_options, dataset=ds.name, info=ds.info,
+                            real_key=key, seed=seed, heldout=heldout)
+    from .utility import augmentation_gain, classification_accuracy_score
+
+    for m in run_names:
+        fn = classification_accuracy_score if m == "cas" else augmentation_gain
+        out["results"] |= fn(sampler, ds, seed=seed)
+        out["protocol"]["metrics"][m] = {"classifier": "LeNet from scratch, Adam 1e-3, seeded",
+                                         "test": f"{ds.name} test split"}
+    from ..train.checkpoint import latest_checkpoint
+
+    out["protocol"] |= {"run": str(run_dir), "checkpoint": latest_checkpoint(run_dir).name,
+                        "weights": weights, "dataset": ds.name, "split": split}
+    if write:
+        (run_dir / "eval.json").write_text(json.dumps(out, indent=2) + "\n")
+    return out
