@@ -207,6 +207,10 @@ class Callback:
 
     def on_step_end(self, tr: Trainer) -> None: ...
 
+    def on_phase_end(self, tr: Trainer, phase: Phase) -> None:
+        """After a phase's optimizer step(s), before its gradients are cleared: the place to
+        read gradient norms (keep them on the device; sync only when logging)."""
+
     def on_checkpoint(self, tr: Trainer) -> None: ...
 
     def on_train_end(self, tr: Trainer) -> None: ...
@@ -279,6 +283,7 @@ class Trainer:
         self.stats: dict[str, Tensor] = {}
         self.counts: dict[str, int] = {}
         self._stop = False
+        self._phase_cbs: list[Callback] = []
         self.last_log: dict[str, float] = {}
 
     # -- helpers ----------------------------------------------------------------------------
@@ -350,6 +355,8 @@ class Trainer:
                 scaler.update()
             if ph.after_step is not None:
                 ph.after_step()
+        for cb in self._phase_cbs:
+            cb.on_phase_end(self, ph)
 
     def train_step(self) -> None:
         active = [ph for ph in self.phases if self.step % ph.every == 0]
@@ -370,6 +377,7 @@ class Trainer:
         """Train until ``steps`` (default ``train.steps``) generator steps have been taken."""
         total = steps if steps is not None else self.cfg.train.steps
         cbs = [c for c in self.callbacks if self.dist.is_main or c.all_ranks]
+        self._phase_cbs = [c for c in cbs if type(c).on_phase_end is not Callback.on_phase_end]
         for cb in cbs:
             cb.on_train_start(self)
         old = self._install_sigint()
