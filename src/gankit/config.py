@@ -104,6 +104,87 @@ class TrainConfig(_Section):
         return v
 
 
+class TricksConfig(_Section):
+    """Stabilisation tricks, all off by default and combinable (seed 000 §3.5 Box 4; deck 003).
+
+    Semantics and sources in :mod:`gankit.tricks`. They apply to every family that trains with
+    ``adversarial_phases``; the D-layer ones need a DCGAN/MLP discriminator.
+    """
+
+    label_smoothing: float = 0.0  # s: real target 1 - s in D's BCE (Salimans et al. 2016 §3.4)
+    instance_noise: float = 0.0  # sigma0 of the noise added to D's inputs (Sønderby et al. 2017)
+    instance_noise_anneal: int = 0  # steps over which sigma falls linearly to 0 (0: constant)
+    feature_matching: bool = False  # G matches D's mean features (Salimans et al. 2016 §3.1)
+    minibatch_discrimination: int = 0  # B kernels before D's head (Salimans et al. 2016 §3.2)
+    minibatch_discrimination_dim: int = 5  # C, dimension of each kernel
+    minibatch_stddev: int = 0  # group size of ProGAN's minibatch std layer (Karras et al. 2018)
+    historical_averaging: float = 0.0  # lambda of ||theta - mean past theta||^2 (Salimans §3.3)
+    d_dropout: float = 0.0  # dropout after D's activations (Goodfellow et al. 2014)
+    d_every: int = 1  # the D phase runs every k steps only
+    freeze_d_when_acc_above: float | None = None  # skip D steps while its running accuracy > a
+    freeze_d_decay: float = 0.9  # EMA decay of D's running accuracy
+    freeze_d_check_every: int | None = None  # steps between freeze decisions (None: log_every)
+    diffaugment: str = ""  # e.g. "color,translation,cutout" (Zhao et al. 2020)
+    orthogonal_reg: float = 0.0  # beta of BigGAN's ||W W^T (1 - I)||_F^2 on G (Brock et al. 2019)
+    consensus: float = 0.0  # gamma of consensus optimisation (Mescheder et al. 2017)
+
+    @field_validator("label_smoothing", "d_dropout")
+    @classmethod
+    def _unit(cls, v: float) -> float:
+        if not 0.0 <= v < 1.0:
+            raise ValueError("must be in [0, 1)")
+        return v
+
+    @field_validator("instance_noise", "historical_averaging", "orthogonal_reg", "consensus")
+    @classmethod
+    def _nonneg(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError("must be >= 0")
+        return v
+
+    @field_validator("instance_noise_anneal", "minibatch_discrimination")
+    @classmethod
+    def _nonneg_int(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be >= 0 (0 = off)")
+        return v
+
+    @field_validator("minibatch_discrimination_dim", "d_every", "freeze_d_check_every")
+    @classmethod
+    def _pos(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+    @field_validator("minibatch_stddev")
+    @classmethod
+    def _group(cls, v: int) -> int:
+        if v < 0 or v == 1:
+            raise ValueError("must be 0 (off) or a group size >= 2")
+        return v
+
+    @field_validator("freeze_d_when_acc_above")
+    @classmethod
+    def _acc(cls, v: float | None) -> float | None:
+        if v is not None and not 0.0 <= v <= 1.0:
+            raise ValueError("must be an accuracy in [0, 1]")
+        return v
+
+    @field_validator("freeze_d_decay")
+    @classmethod
+    def _decay(cls, v: float) -> float:
+        if not 0.0 <= v < 1.0:
+            raise ValueError("must be in [0, 1)")
+        return v
+
+    @field_validator("diffaugment")
+    @classmethod
+    def _policy(cls, v: str) -> str:
+        from .nn.augment import parse_policy
+
+        return ",".join(parse_policy(v))
+
+
 class Config(_Section):
     """The whole, resolved description of a run."""
 
@@ -112,6 +193,7 @@ class Config(_Section):
     loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
+    tricks: TricksConfig = TricksConfig()
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(self.model_dump_json())
@@ -122,6 +204,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "loss": LossConfig,
     "optim": OptimConfig,
     "train": TrainConfig,
+    "tricks": TricksConfig,
 }
 
 
@@ -232,6 +315,10 @@ def resolve_config(model: str | None, *layers: dict[str, Any]) -> Config:
         raise ConfigError(_format_validation(e, "model.")) from None
     merged["model"] = {"name": name, **json.loads(p.model_dump_json())}
     try:
-        return Config(**merged)
+        cfg = Config(**merged)
     except ValidationError as e:
         raise ConfigError(_format_validation(e)) from None
+    from .tricks import check_config
+
+    check_config(cfg)  # cross-section rules of tricks.* (e.g. label smoothing needs BCE)
+    return cfg
