@@ -17,6 +17,9 @@ from gankit.registry import LOSSES, MODELS, REGULARIZERS
 FAST = {"train.log_every": 1, "train.ckpt_every": 2, "train.sample_every": 2,
         "train.batch_size": 8, "train.ema_decay": 0.9}
 SMALL = {"gan": {"model.g_hidden": 16, "model.d_hidden": 16},
+         "wgan": {"model.width": 8, "optim.n_critic": 1}, "wgan-gp": {"model.width": 8, "optim.n_critic": 1}, "lsgan": {"model.width": 8}, "dragan": {"model.width": 8}, "fgan": {"model.width": 8}, "sngan": {"model.g_width": 8, "model.d_width": 8, "optim.n_critic": 1}, "spheregan": {"model.width": 8, "model.sphere_dim": 16},
+         "sgan": {"model.width": 8, "model.n_labels": 12}, "acgan": {"model.width": 8}, "infogan": {"model.width": 8, "model.latent_dim": 8, "model.q_hidden": 16}, "ssgan": {"model.width": 8},
+         "began": {"model.width": 8, "model.h_dim": 8}, "ebgan": {"model.width": 8, "model.h_dim": 8}, "unrolled": {"model.width": 8, "model.unroll_steps": 2},
          "dcgan": {"model.width": 8}, "cgan": {"model.width": 8}}
 
 
@@ -85,6 +88,17 @@ def sig(x):
     ("lsgan", 0.5 * (((R - 1) ** 2).mean() + (Fk ** 2).mean()), 0.5 * ((Fk - 1) ** 2).mean()),
     ("wasserstein", Fk.mean() - R.mean(), -Fk.mean()),
     ("hinge", F.relu(1 - R).mean() + F.relu(1 + Fk).mean(), -Fk.mean()),
+    # f-GAN (Nowozin et al. 2016 Table 2): T = g_f(v), d = -(E_P[T] - E_Q[f*(T)]), g = -E_Q[T]
+    ("fgan-kl", -(R.mean() - torch.exp(Fk - 1).mean()), -Fk.mean()),
+    ("fgan-rkl", -((-torch.exp(-R)).mean() - (-1 - torch.log(torch.exp(-Fk))).mean()),
+     torch.exp(-Fk).mean()),
+    ("fgan-pearson", -(R.mean() - (Fk ** 2 / 4 + Fk).mean()), -Fk.mean()),
+    ("fgan-hellinger", -((1 - torch.exp(-R)).mean() - ((1 - torch.exp(-Fk)) / torch.exp(-Fk)).mean()),
+     -(1 - torch.exp(-Fk)).mean()),
+    ("fgan-js", -((math.log(2) - torch.log1p(torch.exp(-R))).mean()
+                  + torch.log(2 - torch.exp(math.log(2) - torch.log1p(torch.exp(-Fk)))).mean()),
+     -(math.log(2) - torch.log1p(torch.exp(-Fk))).mean()),
+    ("fgan-tv", -(0.5 * torch.tanh(R).mean() - 0.5 * torch.tanh(Fk).mean()), -0.5 * torch.tanh(Fk).mean()),
 ])
 def test_losses_match_hand_computed(name, d, g):
     loss = LOSSES.get(name)
@@ -93,7 +107,8 @@ def test_losses_match_hand_computed(name, d, g):
 
 
 def test_every_loss_is_tested():
-    assert set(LOSSES.names()) == {"minimax", "nonsaturating", "lsgan", "wasserstein", "hinge"}
+    assert set(LOSSES.names()) == {"minimax", "nonsaturating", "lsgan", "wasserstein", "hinge",
+                                   *(f"fgan-{d}" for d in ("kl", "rkl", "pearson", "hellinger", "js", "tv"))}
 
 
 def test_saturating_gradient_vanishes_when_d_rejects_fakes():

@@ -1,5 +1,6 @@
 """Adversarial losses and regularisers, chosen by name from registries."""
 
+from . import fgan as fgan  # registers the f-GAN losses fgan-kl, fgan-js, ...
 from .adversarial import AdversarialLoss, d_accuracy, get_loss
 from .regularizers import Regularizer, clip_weights, dragan, r1, wgan_gp
 
