@@ -359,6 +359,7 @@ class Trainer:
             cb.on_phase_end(self, ph)
 
     def train_step(self) -> None:
+        self.ctx.step = self.step
         active = [ph for ph in self.phases if self.step % ph.every == 0]
         reuse = self.cfg.train.reuse_fake
         for i, ph in enumerate(active):
