@@ -91,8 +91,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "overhead.json")
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
 
     cfg, ds, m_ours = build(a.width)
     cfg.train.batch_size = a.batch
