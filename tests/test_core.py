@@ -323,3 +323,25 @@ def test_family_level_buffers_are_checkpointed(tiny_images, tmp_path):
         assert run2.model.k_t.item() == 3  # loaded 2 from the checkpoint, one more step
     finally:
         MODELS._entries.pop("counting-test")
+
+
+def test_cli_sample_and_listings(tiny_images, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    run = tiny_train("cgan", tiny_images, tmp_path)
+    png, npy = tmp_path / "grid.png", tmp_path / "s.npy"
+    main(["sample", str(run.run_dir), "--n", "9", "--out", str(png), "--labels", "1"])
+    assert Image.open(png).size[0] > 16 * 3
+    main(["sample", str(run.run_dir), "--n", "5", "--out", str(npy), "--truncation", "0.5"])
+    assert np.load(npy).shape == (5, 1, 16, 16)
+    main(["sample", str(run.run_dir), "--n", "3", "--out", str(tmp_path / "imgs")])
+    assert len(list((tmp_path / "imgs").glob("*.png"))) == 3
+    with pytest.raises(SystemExit) as e:
+        main(["sample", str(run.run_dir), "--labels", "x"])
+    assert e.value.code == 2
+    for cmd in (["models"], ["datasets"], ["losses"]):
+        main(cmd)
+    out = capsys.readouterr().out
+    for name in MODELS.names() + ["mnist5k", "ring8", "wgan-gp", "hinge"]:
+        assert name in out
