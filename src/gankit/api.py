@@ -143,6 +143,10 @@ def _callbacks(run_dir: Path | None, cfg: Config, total: int, progress: bool,
                ds: Dataset) -> list[Callback]:
     cbs: list[Callback] = [MetricsLogger(run_dir, cfg.train.log_every, total,
                                          progress and cfg.train.progress, cfg.train.tensorboard)]
+    if cfg.train.doctor:  # right after the logger: it reads the record just logged
+        from .doctor import Doctor
+
+        cbs.append(Doctor(run_dir, ds, total, progress and cfg.train.progress))
     if run_dir is not None:
         cbs.append(SampleGrids(run_dir, cfg.train.sample_every))
     if cfg.train.eval_every > 0:

@@ -268,6 +268,34 @@ def _print_eval(res: dict) -> None:
     _console().print(t)
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary rows as JSON instead of a table.")
+def doctor(run_dir: Path, as_json: bool) -> None:
+    """Re-diagnose RUN_DIR from its metrics.jsonl, probes.jsonl and diagnostics.jsonl."""
+    import json
+
+    from .doctor import analyse_run, print_report
+
+    res = analyse_run(run_dir)
+    if as_json:
+        click.echo(json.dumps(res["rows"], indent=2, default=str))
+    else:
+        print_report(res, _console())
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="The HTML file (default RUN_DIR/report.html).")
+def report(run_dir: Path, out: Path | None) -> None:
+    """Write one self-contained HTML report of RUN_DIR (curves, samples, diagnoses, protocol)."""
+    from .report import write_report
+
+    path = write_report(run_dir, out)
+    _console().print(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors -> one message, exit code 2; Ctrl-C -> checkpoint, exit 130."""
     try:

@@ -95,12 +95,32 @@ class TrainConfig(_Section):
     eval_n: int = 2000
     eval_features: str | None = None  # default by data: lenet-mnist, random-cnn, raw
     best_metric: str | None = None  # result key kept best in best/ (default: first one)
+    # the GAN doctor (gankit.doctor): live diagnoses in diagnostics.jsonl, divergence rollback
+    doctor: bool = True
+    doctor_every: int = 250  # steps between sample probes (diversity, coverage, precision/recall)
+    doctor_lr_factor: float = 0.5  # learning rates x this at each rollback after divergence
+    doctor_max_rollbacks: int = 3  # then the run stops with an error
 
-    @field_validator("steps", "batch_size", "log_every", "sample_every", "ckpt_every", "keep_ckpts")
+    @field_validator("steps", "batch_size", "log_every", "sample_every", "ckpt_every", "keep_ckpts",
+                     "doctor_every")
     @classmethod
     def _pos(cls, v: int) -> int:
         if v < 1:
             raise ValueError("must be >= 1")
+        return v
+
+    @field_validator("doctor_lr_factor")
+    @classmethod
+    def _factor(cls, v: float) -> float:
+        if not 0.0 < v < 1.0:
+            raise ValueError("must be in (0, 1)")
+        return v
+
+    @field_validator("doctor_max_rollbacks")
+    @classmethod
+    def _nonneg(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be >= 0")
         return v
 
 

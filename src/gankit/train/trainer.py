@@ -285,6 +285,9 @@ class Trainer:
         self._stop = False
         self._phase_cbs: list[Callback] = []
         self.last_log: dict[str, float] = {}
+        # Set by a callback (the doctor, on divergence) to the factor for the learning rates;
+        # fit() then rolls back before the step could be checkpointed.
+        self.rollback_request: float | None = None
 
     # -- helpers ----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -388,6 +391,11 @@ class Trainer:
                 self.train_step()
                 for cb in cbs:
                     cb.on_step_end(self)
+                    if self.rollback_request is not None:
+                        break  # the step is undone: later callbacks must not sample/eval it
+                if self.rollback_request is not None:  # before checkpointing: never save NaNs
+                    self.rollback(self.rollback_request)
+                    continue
                 if self.run_dir is not None and (
                         self.step % self.cfg.train.ckpt_every == 0 or self.step == total):
                     self.save_checkpoint()
@@ -416,6 +424,26 @@ class Trainer:
             self._stop = True
 
         return signal.signal(signal.SIGINT, handler)
+
+    def rollback(self, factor: float) -> Path:
+        """Return to the latest checkpoint with every learning rate multiplied by ``factor``.
+
+        The new rates are the current ones (which include earlier rollbacks) times ``factor``,
+        whatever rates the checkpoint saved. Statistics gathered since the last log are dropped
+        (they belong to the undone steps). Returns the checkpoint folder.
+        """
+        if self.run_dir is None:
+            raise ckpt.CheckpointError("rollback needs a run directory with a checkpoint")
+        folder = ckpt.latest_checkpoint(self.run_dir)
+        lrs = {k: [g["lr"] for g in o.param_groups] for k, o in self.opts.items()}
+        self.load_checkpoint(folder)
+        for k, o in self.opts.items():
+            for g, lr in zip(o.param_groups, lrs[k]):
+                g["lr"] = lr * factor
+        self.stats, self.counts = {}, {}
+        self.ctx.stash.clear()
+        self.rollback_request = None
+        return folder
 
     # -- checkpoints ------------------------------------------------------------------------
     def rng_state(self) -> dict[str, Any]:
