@@ -4,8 +4,10 @@ Both train the same DCGAN networks (gankit.models.dcgan) on the same data (MNIST
 tensor) with the same batch size, loss (non-saturating) and optimizers (Adam 2e-4, beta1 0.5). The
 hand loop is the classic DCGAN loop (one G forward reused for the D and G steps, as in the PyTorch
 examples). Rounds alternate between the two in one process so machine load affects both alike;
-the result is the median over rounds of the images/s ratio. EMA is off in the Trainer here (the
-hand loop has none); a separate line reports the cost of EMA.
+the result is the median over rounds of the images/s ratio. Two hand loops: the PyTorch-example
+one (D's weight gradients are computed, unused, in the G step) and a careful one that freezes D
+in the G step as the Trainer does; the second is the like-for-like comparison. EMA is off in the
+Trainer here (the hand loops have none); a separate figure reports the cost of EMA.
 
 Also reports achieved GFLOP/s (FLOPs of one step counted by torch.utils.flop_counter) against the
 machine's measured float32 matmul peak.
@@ -42,8 +44,10 @@ def build(width: int, seed: int = 0):
 class HandLoop:
     """The minimal loop a PyTorch user would write for these networks."""
 
-    def __init__(self, model, x: torch.Tensor, batch: int, seed: int = 0) -> None:
+    def __init__(self, model, x: torch.Tensor, batch: int, seed: int = 0,
+                 freeze_d: bool = False) -> None:
         self.G, self.D, self.x, self.batch = model.G, model.D, x, batch
+        self.freeze_d = freeze_d  # the careful variant: no D weight gradients in the G step
         self.optG = torch.optim.Adam(self.G.parameters(), 2e-4, betas=(0.5, 0.999))
         self.optD = torch.optim.Adam(self.D.parameters(), 2e-4, betas=(0.5, 0.999))
         self.gen = torch.Generator().manual_seed(seed)
@@ -61,8 +65,12 @@ class HandLoop:
         loss_d.backward()
         self.optD.step()
         self.optG.zero_grad(set_to_none=True)
+        if self.freeze_d:
+            self.D.requires_grad_(False)
         loss_g = F.softplus(-self.D(fake)).mean()
         loss_g.backward()
+        if self.freeze_d:
+            self.D.requires_grad_(True)
         self.optG.step()
 
 
@@ -101,53 +109,62 @@ def main() -> None:
     cfg.train.batch_size = a.batch
     _, _, m_hand = build(a.width)
     _, _, m_ema = build(a.width)
+    _, _, m_frozen = build(a.width)
     trainer = Trainer(cfg, m_ours, ds, None, [MetricsLogger(None, 50, 10**9, False)])
     cfg_ema = cfg.model_copy(deep=True)
     cfg_ema.train.ema = True
     trainer_ema = Trainer(cfg_ema, m_ema, ds, None, [MetricsLogger(None, 50, 10**9, False)])
     hand = HandLoop(m_hand, ds.x, a.batch)
-    flops = step_flops(HandLoop(build(a.width)[2], ds.x, a.batch))
+    hand_frozen = HandLoop(m_frozen, ds.x, a.batch, freeze_d=True)
+    flops = step_flops(HandLoop(build(a.width)[2], ds.x, a.batch, freeze_d=True))  # the work the Trainer does
 
     def time_ours(tr: Trainer) -> float:
         t = time.perf_counter()
         tr.fit(tr.step + a.steps)
         return a.steps * a.batch / (time.perf_counter() - t)
 
-    def time_hand() -> float:
+    def time_hand(loop: HandLoop) -> float:
         t = time.perf_counter()
         for _ in range(a.steps):
-            hand.step()
+            loop.step()
         return a.steps * a.batch / (time.perf_counter() - t)
 
-    time_ours(trainer), time_hand(), time_ours(trainer_ema)  # warm-up
-    ours, ref, ema, ratios, ema_ratios = [], [], [], [], []
+    time_ours(trainer), time_hand(hand), time_hand(hand_frozen), time_ours(trainer_ema)  # warm-up
+    ours, ref, reff, ema, ratios, ratios_f, ema_ratios = [], [], [], [], [], [], []
     for r in range(a.rounds):
-        # alternate the order so drift in machine load favours neither side
-        if r % 2:
-            h, o = time_hand(), time_ours(trainer)
-        else:
-            o, h = time_ours(trainer), time_hand()
+        # rotate the order so drift in machine load favours no side
+        fns = [lambda: time_ours(trainer), lambda: time_hand(hand), lambda: time_hand(hand_frozen)]
+        res = {}
+        for i in range(3):
+            j = (i + r) % 3
+            res[j] = fns[j]()
+        o, h, hf = res[0], res[1], res[2]
         e = time_ours(trainer_ema)
-        ours.append(o), ref.append(h), ema.append(e)
-        ratios.append(o / h), ema_ratios.append(e / h)
-        print(f"round {r}: trainer {o:7.1f} img/s   hand loop {h:7.1f} img/s   ratio {o / h:.3f}"
-              f"   (trainer+EMA {e:7.1f} img/s)")
+        ours.append(o), ref.append(h), reff.append(hf), ema.append(e)
+        ratios.append(o / h), ratios_f.append(o / hf), ema_ratios.append(e / o)
+        print(f"round {r}: trainer {o:7.1f} img/s | hand loop {h:7.1f} (ratio {o / h:.3f}) | "
+              f"hand loop, D frozen in G step {hf:7.1f} (ratio {o / hf:.3f}) | "
+              f"trainer+EMA {e:7.1f}", flush=True)
     peak = matmul_peak()
     med = statistics.median(ours)
     res = {
         "device": "cpu", "threads": torch.get_num_threads(), "width": a.width, "batch": a.batch,
         "resolution": ds.resolution, "rounds": a.rounds, "steps_per_round": a.steps,
         "trainer_img_s_median": med, "hand_img_s_median": statistics.median(ref),
+        "hand_frozen_img_s_median": statistics.median(reff),
         "trainer_ema_img_s_median": statistics.median(ema),
         "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
-        "ema_ratio_median": statistics.median(ema_ratios),
+        "ratio_vs_frozen_median": statistics.median(ratios_f), "ratio_vs_frozen_min": min(ratios_f),
+        "ema_cost_ratio_median": statistics.median(ema_ratios), "ratios": ratios,
+        "ratios_vs_frozen": ratios_f,
         "gflop_per_step": flops / 1e9,
         "achieved_gflop_s": flops / 1e9 * med / a.batch,
         "matmul_peak_gflop_s": peak,
     }
     res["utilisation"] = res["achieved_gflop_s"] / peak
-    print(f"\nmedian ratio trainer/hand = {res['ratio_median']:.3f} (min {res['ratio_min']:.3f}); "
-          f"with EMA {res['ema_ratio_median']:.3f}")
+    print(f"\nmedian images/s ratio trainer / hand loop = {res['ratio_median']:.3f}; "
+          f"trainer / hand loop with D frozen in the G step = {res['ratio_vs_frozen_median']:.3f}; "
+          f"trainer+EMA / trainer = {res['ema_cost_ratio_median']:.3f}")
     print(f"{res['gflop_per_step']:.2f} GFLOP/step -> {res['achieved_gflop_s']:.1f} GFLOP/s achieved "
           f"vs {peak:.1f} GFLOP/s fp32 matmul peak ({100 * res['utilisation']:.0f}%)")
     a.out.parent.mkdir(parents=True, exist_ok=True)
