@@ -11,11 +11,22 @@ Public API::
 
 __version__ = "0.1.0"
 
-from .api import Run, Sampler, load, resume, train  # noqa: E402
-from .config import Config  # noqa: E402
-from .errors import GankitError  # noqa: E402
-from .models.custom import GAN  # noqa: E402
-from .train.trainer import Callback, Trainer  # noqa: E402
+from .api import Run, Sampler, load, resume, train
+from .config import Config
+from .errors import GankitError
+from .models.custom import GAN
+from .train.trainer import Callback, Trainer
 
-__all__ = ["train", "resume", "load", "Run", "Sampler", "GAN", "Trainer", "Callback", "Config",
-           "GankitError", "__version__"]
+__all__ = [
+           "GAN",
+           "Callback",
+           "Config",
+           "GankitError",
+           "Run",
+           "Sampler",
+           "Trainer",
+           "__version__",
+           "load",
+           "resume",
+           "train",
+]

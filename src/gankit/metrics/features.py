@@ -39,6 +39,7 @@ arrays so that the metric code can do its linear algebra in double precision.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import math
 import os
@@ -139,7 +140,7 @@ def resize_square(x: Tensor, size: int, antialias: bool = True) -> Tensor:
                          antialias=antialias)
 
 
-class FeatureExtractor:
+class FeatureExtractor(abc.ABC):
     """Base class: turns samples into ``float64`` feature (and, for classifiers, logit) arrays.
 
     Subclasses set the class/instance attributes below and implement :meth:`_prepare` (validate and
@@ -175,13 +176,13 @@ class FeatureExtractor:
     net: nn.Module | None = None
 
     # -- to implement -------------------------------------------------------------------------
+    @abc.abstractmethod
     def _prepare(self, x: Tensor) -> Tensor:
         """A validated batch (on the target device) -> the network's input."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _forward(self, x: Tensor, want_logits: bool) -> tuple[Tensor, Tensor | None]:
         """Prepared batch -> ``(features [B, D], logits [B, K] or None)``."""
-        raise NotImplementedError
 
     # -- public API ---------------------------------------------------------------------------
     @property
