@@ -121,3 +121,32 @@ def test_utility_metrics_separate_noise_from_real(tmp_path):
     with pytest.raises(ConfigError, match="conditional"):
         classification_accuracy_score(gankit.train("gan", "mnist5k", steps=1, save=False,
                                                    progress=False).generator, ds)
+
+
+def test_lenet_fid_rises_monotonically_with_blur_and_noise():
+    """Degrading real test images step by step must raise the lenet-mnist FID every step."""
+    import torch.nn.functional as F
+
+    from gankit.data import load_data
+    from gankit.metrics import fid
+    from gankit.registry import FEATURES
+
+    ds = load_data("mnist5k")
+    ext = FEATURES.get("lenet-mnist")()
+    ref = ext.features(ds.x)
+    x = ds.x_test
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(x.shape, generator=g)
+
+    def blur(img, sigma):
+        k = torch.arange(-3, 4, dtype=torch.float32)
+        w = torch.exp(-k ** 2 / (2 * sigma ** 2))
+        w = (w / w.sum()).view(1, 1, 1, 7)
+        out = F.conv2d(F.pad(img, (3, 3, 0, 0), mode="replicate"), w)
+        return F.conv2d(F.pad(out, (0, 0, 3, 3), mode="replicate"), w.transpose(2, 3))
+
+    blurred = [fid(ref, ext.features(x if s == 0 else blur(x, s))) for s in (0, 0.7, 1.2, 2.0, 3.0)]
+    noised = [fid(ref, ext.features((x + s * noise).clamp(-1, 1))) for s in (0, 0.2, 0.4, 0.7, 1.0)]
+    for curve in (blurred, noised):
+        assert all(b > a for a, b in zip(curve, curve[1:])), curve
+    assert blurred[0] < 10 and blurred[-1] > 5 * blurred[0]
