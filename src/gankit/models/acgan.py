@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..losses import clip_weights, d_accuracy, get_loss
+from ..losses import clip_weights, get_loss
 from ..nn import spectral_norm_all
-from ..registry import MODELS, REGULARIZERS
-from .base import ModelFamily, Phase, adversarial_phases
+from ..registry import MODELS
+from .base import ModelFamily, Phase, adversarial_phases, d_game_stats, with_gradient_penalty
 from .dcgan import DCDiscriminator, DCGANParams, DCGenerator
 
 if TYPE_CHECKING:
@@ -93,7 +93,6 @@ class ACGAN(ModelFamily):
     def phases(self) -> list[Phase]:
         lc, lam = self.cfg.loss, self.p.lambda_cls
         adv = get_loss(lc.name)
-        reg = REGULARIZERS.get(lc.gp) if lc.gp else None
 
         def d_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
             fake, c_fake = ctx.fake_for_d()
@@ -106,12 +105,8 @@ class ACGAN(ModelFamily):
             stats = {"loss/D": loss.detach(), "loss/D/src": loss_s.detach(),
                      "loss/D/cls": loss_c.detach(),
                      "D/cls_acc": (l_real.detach().argmax(1) == ctx.c).float().mean(),
-                     "D/real": s_real.detach().mean(), "D/fake": s_fake.detach().mean(),
-                     "D/acc": d_accuracy(s_real, s_fake)}
-            if reg is not None and lc.gp_every == 1:
-                pen = reg.fn(lambda x: self.discriminate(ctx.D, x), ctx.real, fake)
-                stats[f"loss/D/{reg.name}"] = pen.detach()
-                loss = loss + lc.lambda_gp * pen
+                     **d_game_stats(s_real, s_fake)}
+            loss = with_gradient_penalty(self, ctx, fake, loss, stats)
             return loss, stats
 
         def g_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:

@@ -230,6 +230,26 @@ def _check_phase_tricks(model: ModelFamily, phases: list[Phase]) -> None:
                           f"not apply {', '.join('tricks.' + k for k in want)}")
 
 
+def d_game_stats(d_real: Tensor, d_fake: Tensor) -> dict[str, Tensor]:
+    """The statistics every D step logs (the doctor reads them): mean scores and accuracy."""
+    return {"D/real": d_real.detach().mean(), "D/fake": d_fake.detach().mean(),
+            "D/acc": d_accuracy(d_real, d_fake)}
+
+
+def with_gradient_penalty(model: ModelFamily, ctx: StepContext, fake: Tensor, loss: Tensor,
+                          stats: dict[str, Tensor]) -> Tensor:
+    """``loss`` plus the configured non-lazy penalty (``loss.gp``, ``lambda_gp``), logged in
+    ``stats`` as ``loss/D/<name>``; for families that write their own D step. The lazy form
+    (``gp_every > 1``) is the ``D_reg`` phase of :func:`adversarial_phases`."""
+    lc = model.cfg.loss
+    if lc.gp is None or lc.gp_every != 1:
+        return loss
+    reg = REGULARIZERS.get(lc.gp)
+    pen = reg.fn(lambda x: model.discriminate(ctx.D, x, ctx.c), ctx.real, fake)
+    stats[f"loss/D/{reg.name}"] = pen.detach()
+    return loss + lc.lambda_gp * pen
+
+
 def adversarial_phases(model: ModelFamily) -> list[Phase]:
     """The adversarial game with the configured loss, penalty, clipping and tricks.
 

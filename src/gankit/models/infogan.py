@@ -52,10 +52,10 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..losses import clip_weights, d_accuracy, get_loss
+from ..losses import clip_weights, get_loss
 from ..nn import dcgan_init, spectral_norm_all
-from ..registry import MODELS, REGULARIZERS
-from .base import ModelFamily, Phase, adversarial_phases
+from ..registry import MODELS
+from .base import ModelFamily, Phase, adversarial_phases, d_game_stats, with_gradient_penalty
 from .dcgan import DCDiscriminator, DCGANParams, DCGenerator
 
 if TYPE_CHECKING:
@@ -233,23 +233,18 @@ class InfoGAN(ModelFamily):
     def phases(self) -> list[Phase]:
         lc, p = self.cfg.loss, self.p
         adv = get_loss(lc.name)
-        reg = REGULARIZERS.get(lc.gp) if lc.gp else None
 
         def d_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
             fake, z = self._fake_and_latent(ctx, for_g=False)
             d_real = self.discriminate(ctx.D, ctx.real)
             d_fake, q = self.q_outputs(ctx.D, fake.detach())
             loss = adv.d_loss(d_real, d_fake)
-            stats = {"D/real": d_real.detach().mean(), "D/fake": d_fake.detach().mean(),
-                     "D/acc": d_accuracy(d_real, d_fake)}
+            stats = {**d_game_stats(d_real, d_fake)}
             if p.info_in_d:
                 info, _ = self.info_loss(q, z)
                 loss = loss + p.lambda_info * info
                 stats["loss/D/info"] = info.detach()
-            if reg is not None and lc.gp_every == 1:
-                pen = reg.fn(lambda x: self.discriminate(ctx.D, x), ctx.real, fake)
-                stats[f"loss/D/{reg.name}"] = pen.detach()
-                loss = loss + lc.lambda_gp * pen
+            loss = with_gradient_penalty(self, ctx, fake, loss, stats)
             stats["loss/D"] = loss.detach()
             return loss, stats
 

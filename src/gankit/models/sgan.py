@@ -35,10 +35,10 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..losses import clip_weights, d_accuracy, get_loss
+from ..losses import clip_weights, get_loss
 from ..nn import spectral_norm_all
-from ..registry import MODELS, REGULARIZERS
-from .base import ModelFamily, Phase, adversarial_phases
+from ..registry import MODELS
+from .base import ModelFamily, Phase, adversarial_phases, d_game_stats, with_gradient_penalty
 from .dcgan import DCDiscriminator, DCGANParams, DCGenerator
 
 if TYPE_CHECKING:
@@ -180,7 +180,6 @@ class SGAN(ModelFamily):
     def phases(self) -> list[Phase]:
         lc, p = self.cfg.loss, self.p
         adv = get_loss(lc.name)
-        reg = REGULARIZERS.get(lc.gp) if lc.gp else None
 
         def d_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
             fake, _ = ctx.fake_for_d()
@@ -192,12 +191,8 @@ class SGAN(ModelFamily):
             loss = unsup + p.lambda_sup * sup
             stats = {"loss/D": loss.detach(), "loss/D/unsup": unsup.detach(),
                      "loss/D/sup": sup.detach(), "D/sup_acc": acc,
-                     "D/real": d_real.detach().mean(), "D/fake": d_fake.detach().mean(),
-                     "D/acc": d_accuracy(d_real, d_fake)}
-            if reg is not None and lc.gp_every == 1:
-                pen = reg.fn(lambda x: self.discriminate(ctx.D, x), ctx.real, fake)
-                stats[f"loss/D/{reg.name}"] = pen.detach()
-                loss = loss + lc.lambda_gp * pen
+                     **d_game_stats(d_real, d_fake)}
+            loss = with_gradient_penalty(self, ctx, fake, loss, stats)
             return loss, stats
 
         def g_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
