@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -48,7 +49,8 @@ class Sampler:
         if n < 1:
             raise ConfigError(f"n must be >= 1, got {n}")
         gen = torch.Generator(self.device)
-        gen.manual_seed(seed if seed is not None else int(torch.seed() % 2**62))
+        # No seed: fresh entropy, without reseeding torch's global generator as torch.seed() would.
+        gen.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(7), "little"))
         c = self._labels(n, labels)
         out = []
         for i in range(0, n, batch_size):
