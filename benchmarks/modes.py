@@ -112,8 +112,8 @@ def main() -> None:
              "", "Regenerate: `python benchmarks/modes.py " + " ".join(
                  f"--{k} {v}" for k, v in (("models", a.models), ("steps", a.steps))) +
              "".join(f" --set '{s}'" for s in a.sets) + "`", "",
-             "2,500 samples; high quality = within 3 sigma of the nearest centre; a mode is "
-             "covered with >= 1 high-quality sample (PacGAN protocol).", ""]
+             ("2,500 samples; high quality = within 3 sigma of the nearest centre; a mode is "
+             "covered with >= 1 high-quality sample (PacGAN protocol)."), ""]
     for data in a.data.split(","):
         lines += [f"## {data}", "", "| model | modes covered | % high quality | KL(modes ‖ uniform) | s/run |",
                   "|---|---|---|---|---|"]
