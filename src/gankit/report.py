@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .doctor.rules import num
 from .errors import CheckpointError
 
 __all__ = ["build_report", "write_report"]
@@ -107,19 +108,6 @@ def _load_json(path: Path) -> Any:
         return None
 
 
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float)):
-        return float(v)
-    if isinstance(v, str):
-        try:
-            return float(v)
-        except ValueError:
-            return None
-    return None
-
-
 def _fmt(v: Any) -> str:
     if isinstance(v, bool) or v is None:
         return str(v)
@@ -160,7 +148,7 @@ def _img(b64: str, alt: str, cls: str = "fig") -> str:
 def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
     xs, ys = [], []
     for r in rows:
-        v = _num(r.get(key))
+        v = num(r.get(key))
         if v is not None and math.isfinite(v) and "step" in r:
             xs.append(float(r["step"]))
             ys.append(v)
@@ -287,7 +275,7 @@ def fig_probes(probes: list[dict[str, Any]]) -> str | None:
             ax.set_title("sample diversity / real diversity")
         elif kind == "cov":
             xs, ys = _series(probes, "doctor/covered")
-            k = max((_num(p.get("doctor/classes")) or 0) for p in probes)
+            k = max((num(p.get("doctor/classes")) or 0) for p in probes)
             ax.plot(xs, ys, "o-", color=PALETTE[2], lw=1.5, ms=4)
             ax.set_ylim(-0.3, k + 0.3)
             ax.axhline(k, color="#9ca3af", lw=0.8, ls="--")
@@ -304,7 +292,7 @@ def fig_probes(probes: list[dict[str, Any]]) -> str | None:
 
 def fig_eval(evals: list[dict[str, Any]]) -> str | None:
     keys = sorted({k for r in evals for k in r if k.startswith("eval/") and not k.endswith("_std")
-                   and any(_num(x.get(k)) is not None for x in evals)})
+                   and any(num(x.get(k)) is not None for x in evals)})
     if not keys:
         return None
     fig, axes = _axes(len(keys), height=2.9, ncols=min(3, len(keys)))
@@ -442,7 +430,7 @@ def _protocol_section(run_dir: Path) -> str:
 def build_report(run_dir: str | Path) -> str:
     """The HTML text of the report of ``run_dir`` (see the module docstring)."""
     from .doctor import analyse_run, read_jsonl
-    from .doctor.rules import is_eval, is_log
+    from .doctor.rules import is_eval, is_log, num
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -474,11 +462,11 @@ def build_report(run_dir: str | Path) -> str:
              else f"{last['time']:.0f} s")]
     for k in ("loss/D", "loss/G"):
         if k in last:
-            kpis.append((f"final {k}", _fmt(_num(last[k]))))
+            kpis.append((f"final {k}", _fmt(num(last[k]))))
     if evals:
         e = evals[-1]
         for k in [k for k in e if k.startswith("eval/") and not k.endswith("_std")][:3]:
-            kpis.append((f"{k} @ {e['step']}", _fmt(_num(e[k]))))
+            kpis.append((f"{k} @ {e['step']}", _fmt(num(e[k]))))
     counts = {s: sum(r["severity"] == s for r in rows) for s in ("critical", "warning")}
     kpis.append(("diagnoses", f"{counts['critical']} critical, {counts['warning']} warning"))
 
