@@ -43,9 +43,11 @@ Every training is single-threaded; ``--jobs 2`` runs two at once. The CPU-sized 
 (conv width 32 instead of 64) are stated in the report. The doctor (``train.doctor``) is off so
 that no run is rolled back or slowed by probes (``--doctor`` turns it on).
 
-    python benchmarks/zoo.py                      # everything, ~40 min on 2 cores, --jobs 2
+    python benchmarks/zoo.py                      # the five sections: ~30 min on 2 cores, --jobs 2
     python benchmarks/zoo.py --only wgan          # one section; merged into the existing JSON
+    python benchmarks/zoo.py --only diagnostics   # follow-ups of surprising rows (~5 min)
     python benchmarks/zoo.py --quick              # smoke run of a few minutes (to /tmp)
+    python benchmarks/zoo.py --render-only        # rewrite zoo.md from zoo.json
 
 Writes ``benchmarks/results/zoo.md``, ``zoo.json`` (every raw number) and ``zoo_*.png``.
 """
@@ -1336,7 +1338,8 @@ def analysis(js: dict[str, Any]) -> dict[str, str]:
                 "With weight clipping (`wgan`) the estimate first rises while the clipped critic "
                 "grows into its weight box, then falls with FID (all points "
                 f"{ww.get('spearman', float('nan')):+.2f}, second half "
-                f"{ww.get('spearman_2nd_half', float('nan')):+.2f}): the estimate is comparable "
+                f"{ww.get('spearman_2nd_half', float('nan')):+.2f}, changes "
+                f"{ww.get('spearman_diff', float('nan')):+.2f}): the estimate is comparable "
                 "over time only once the critic has caught up, as Arjovsky et al. note. ")
         txt += (
             "Caveats: 10 evaluation points per run, one seed, and short runs in which FID falls "
@@ -1353,12 +1356,15 @@ def analysis(js: dict[str, Any]) -> dict[str, str]:
         best = sorted(q["models"].items(), key=lambda kv: kv[1].get("fid", float("inf")))[:4]
         steps = {k: r.get("steps", 0) for k, r in q["models"].items()}
         best_s = ", ".join(f"`{k}` {r['fid']:.0f}" for k, r in best)
+        one = [steps[k] for k in ("infogan", "acgan", "fgan", "dcgan", "cgan", "sgan", "lsgan")
+               if k in steps]
         worse_s = ", ".join(f"`{k}`" for k in worse) or "none"
         A["quality"] = (
             f"At {q['settings']['budget_cpu_s']:.0f} CPU seconds the ranking follows the cost of a "
             "step as much as the method. The best FIDs "
             f"({best_s}) belong to families with "
-            "DCGAN networks and one D step per G step, which reach 500-670 steps; `infogan` leads "
+            f"DCGAN networks and one D step per G step, which reach {min(one)}-{max(one)} steps; "
+            "`infogan` leads "
             "because its generator's learning rate is 1e-3 (the paper's), 5x the others'. "
             "Families that pay per step (5 critic steps: `wgan`, `wgan-gp`, `sngan`; an "
             "autoencoder D at full resolution: `began`, `ebgan`; 5 unrolled D updates: "
