@@ -33,9 +33,18 @@ class Entry(Generic[T]):
 class Registry(Generic[T]):
     """A name -> object mapping with descriptions and helpful errors."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, populate: str | None = None) -> None:
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
+        self._populate = populate  # module whose import registers the entries
+
+    def _ensure(self) -> None:
+        """Import the module that registers the entries, once, on first lookup."""
+        if self._populate is not None:
+            mod, self._populate = self._populate, None
+            import importlib
+
+            importlib.import_module(mod)
 
     def register(self, name: str, obj: T | None = None, *, description: str = "") -> Any:
         """Register ``obj`` under ``name``; usable as a decorator when ``obj`` is omitted."""
@@ -55,6 +64,7 @@ class Registry(Generic[T]):
         return self.entry(name).obj
 
     def entry(self, name: str) -> Entry[T]:
+        self._ensure()
         if name not in self._entries:
             choices = sorted(self._entries)
             raise ConfigError(
@@ -64,21 +74,25 @@ class Registry(Generic[T]):
         return self._entries[name]
 
     def names(self) -> list[str]:
+        self._ensure()
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
+        self._ensure()
         return name in self._entries
 
     def __iter__(self) -> Iterator[Entry[T]]:
+        self._ensure()
         return iter(self._entries[k] for k in sorted(self._entries))
 
     def __len__(self) -> int:
+        self._ensure()
         return len(self._entries)
 
 
-MODELS: Registry[Any] = Registry("model")
-LOSSES: Registry[Any] = Registry("loss")
-REGULARIZERS: Registry[Any] = Registry("regularizer")
-DATASETS: Registry[Callable[..., Any]] = Registry("dataset")
-FEATURES: Registry[Any] = Registry("feature extractor")
-METRICS: Registry[Any] = Registry("metric")
+MODELS: Registry[Any] = Registry("model", "gankit.models")
+LOSSES: Registry[Any] = Registry("loss", "gankit.losses")
+REGULARIZERS: Registry[Any] = Registry("regularizer", "gankit.losses")
+DATASETS: Registry[Callable[..., Any]] = Registry("dataset", "gankit.data")
+FEATURES: Registry[Any] = Registry("feature extractor", "gankit.metrics")
+METRICS: Registry[Any] = Registry("metric", "gankit.metrics")
