@@ -154,7 +154,7 @@ def test_feature_matching_loss_is_squared_distance_of_feature_means(tiny_images)
     tk = Tricks(m, get_loss("nonsaturating"))
     real, fake = tiny_images.x[:8], torch.randn(8, 1, 16, 16).clamp(-1, 1).requires_grad_()
     ctx = SimpleNamespace(D=m.D, real=real, c=None)
-    loss = tk.g_loss(ctx, fake, None, step=0)
+    loss = tk.g_loss(ctx, fake, None, step=0)[0]
     with torch.no_grad():
         hand = ((m.D.features(real).mean(0) - m.D.features(fake).mean(0)) ** 2).sum()
     assert loss.item() == pytest.approx(hand.item(), rel=1e-5)
@@ -426,3 +426,85 @@ def test_freeze_state_resumes_exactly(tiny_images, tmp_path):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     frozen = [r["D/frozen"] for r in full.metrics()]
     assert 0.0 in frozen and 1.0 in frozen, frozen  # the run both froze and thawed D
+
+
+# --- tricks on the families with their own game terms ---------------------------------------------
+FAMILY_SMALL = {"sgan": {"model.width": 8, "model.n_labels": 12}, "acgan": {"model.width": 8},
+                "infogan": {"model.width": 8, "model.latent_dim": 8, "model.q_hidden": 16},
+                "ssgan": {"model.width": 8}, "began": {"model.width": 8, "model.h_dim": 8},
+                "ebgan": {"model.width": 8, "model.h_dim": 8}, "spheregan": {"model.width": 8}}
+PHASE_SET = {"tricks.instance_noise": 0.1, "tricks.instance_noise_anneal": 10,
+             "tricks.diffaugment": "translation", "tricks.historical_averaging": 0.01,
+             "tricks.orthogonal_reg": 1e-4, "tricks.d_every": 1}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_SMALL))
+def test_phase_tricks_apply_to_every_family(name, tiny_images, tmp_path):
+    """Families with auxiliary heads or their own objective play the game through
+    adversarial_phases, so the phase-level tricks apply to them too (no refusal)."""
+    run = tiny(name, tiny_images, tmp_path, **FAMILY_SMALL[name], **PHASE_SET)
+    recs = run.metrics()
+    assert recs and all(math.isfinite(r["loss/D"]) and math.isfinite(r["loss/G"]) for r in recs)
+    assert all("loss/D/hist" in r and "loss/G/hist" in r and "loss/G/ortho" in r for r in recs)
+    assert set(opt_steps(run, "D")) == {2.0} and set(opt_steps(run, "G")) == {2.0}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_SMALL))
+def test_consensus_updates_every_player_of_a_family(name, tiny_images, tmp_path):
+    """One joint phase over both players' full losses (family terms included); InfoGAN's Q is
+    on G's side."""
+    run = tiny(name, tiny_images, tmp_path, **FAMILY_SMALL[name], **{"tricks.consensus": 0.1})
+    assert [p.name for p in run.model.phases()] == ["GD"]
+    assert all(math.isfinite(r["loss/consensus"]) for r in run.metrics())
+    for key in run.trainer.opts:  # G, D (and Q) each stepped twice
+        assert set(opt_steps(run, key)) == {2.0}, key
+
+
+def test_probabilistic_family_tricks_label_smoothing_and_freezing(tiny_images, tmp_path):
+    for name in ("acgan", "ssgan", "infogan", "sgan"):
+        run = tiny(name, tiny_images, tmp_path / name, **FAMILY_SMALL[name], **{
+            "tricks.label_smoothing": 0.2, "tricks.freeze_d_when_acc_above": 0.0,
+            "tricks.freeze_d_check_every": 1})
+        assert [r["D/frozen"] for r in run.metrics()] == [1.0, 1.0], name  # acc >= 0 > 0.0
+        assert not opt_steps(run, "D"), name  # a frozen D is never stepped
+    with pytest.raises(ConfigError, match="threshold"):  # energies have no accuracy
+        tiny("ebgan", tiny_images, **FAMILY_SMALL["ebgan"],
+             **{"tricks.freeze_d_when_acc_above": 0.9})
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        tiny("began", tiny_images, **FAMILY_SMALL["began"], **{"tricks.label_smoothing": 0.1})
+
+
+def test_family_terms_see_d_input_of_the_tricks(tiny_images):
+    """ACGAN's class head reads the same (noised) input as its real/fake head; SGAN's
+    supervised batch is noised too."""
+    cfg_over = {**FAST, **FAMILY_SMALL["acgan"], "tricks.instance_noise": 5.0}
+    run = gankit.train("acgan", tiny_images, save=False, progress=False, overrides=cfg_over)
+    m = run.model
+    seen = []
+    h1 = m.D.body.head.register_forward_hook(lambda mod, i, o: seen.append(("head", i[0])))
+    h2 = m.D.classes.register_forward_hook(lambda mod, i, o: seen.append(("cls", i[0])))
+    d_phase = m.phases()[0]
+    real, c = tiny_images.x[:8], tiny_images.y[:8]
+    fake = m.G(m.sample_latent(8), c).detach()
+    ctx = SimpleNamespace(D=m.D, G=m.G, real=real, c=c, tr=SimpleNamespace(step=0),
+                          fake_for_d=lambda: (fake, c))
+    d_phase.loss_fn(ctx)
+    h1.remove()
+    h2.remove()
+    assert [k for k, _ in seen] == ["head", "cls", "head", "cls"]  # one pass, both heads
+    assert torch.equal(seen[0][1], seen[1][1])
+    with torch.no_grad():
+        clean = m.D.body.batch_layers(m.D.features(real))
+    assert (seen[0][1] - clean).abs().mean() > 0.1  # the heads saw the noised reals
+
+
+def test_d_layer_tricks_on_multi_head_discriminators(tiny_images, tmp_path):
+    for name in ("acgan", "ssgan", "infogan"):
+        run = tiny(name, tiny_images, tmp_path / name, **FAMILY_SMALL[name], **{
+            "tricks.minibatch_stddev": 4, "tricks.minibatch_discrimination": 3,
+            "tricks.d_dropout": 0.2})
+        body = getattr(run.model.D, "body", run.model.D)
+        assert body.mbstd.group_size == 4 and body.mbdisc.kernels == 3, name
+        assert body.features.dropout == 0.2, name
+        assert set(opt_steps(run, "D")) == {2.0}, name
+        assert all(math.isfinite(r["loss/D"]) for r in run.metrics())

@@ -135,8 +135,8 @@ def test_acgan_heads_losses_and_conditional_sampling(tiny_images):
     assert torch.equal(m.classify(real), logits)
     fake = m.generate(m.G, torch.randn(6, m.latent_dim), c)
     d_phase, g_phase = m.phases()
-    ctx = SimpleNamespace(D=m.D, real=real, c=c, fake_for_d=lambda: (fake, c),
-                          fake_for_g=lambda: (fake, c))
+    ctx = SimpleNamespace(D=m.D, G=m.G, real=real, c=c, tr=SimpleNamespace(step=0),
+                          fake_for_d=lambda: (fake, c), fake_for_g=lambda: (fake, c))
     ns = get_loss("nonsaturating")
     sr, lr = m.D(real)
     sf, lf = m.D(fake)
@@ -211,7 +211,8 @@ def test_infogan_g_phase_loss_is_adversarial_plus_info(tiny_images):
     n2, c2, k2 = m.split_latent(z)
     assert torch.equal(n2, noise) and torch.equal(c2, cat) and torch.equal(k2, cont)
     fake = m.G(z)
-    ctx = SimpleNamespace(D=m.D, last_z=z, fake_for_g=lambda: (fake, None))
+    ctx = SimpleNamespace(D=m.D, G=m.G, last_z=z, tr=SimpleNamespace(step=0),
+                          fake_for_g=lambda: (fake, None))
     loss, stats = m.phases()[-1].loss_fn(ctx)
     h = m.D.features(fake).flatten(1)
     cat_logits, mu, log_std = m.Q(h)
@@ -272,8 +273,8 @@ def test_ssgan_losses_use_4N_rotations_of_real_for_D_and_of_fakes_for_G(tiny_ima
     fake = m.G(torch.randn(5, m.latent_dim)).detach()
     seen = []
     hook = m.D.rotation.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[0]))
-    ctx = SimpleNamespace(D=m.D, real=real, c=None, fake_for_d=lambda: (fake, None),
-                          fake_for_g=lambda: (fake, None))
+    ctx = SimpleNamespace(D=m.D, G=m.G, real=real, c=None, tr=SimpleNamespace(step=0),
+                          fake_for_d=lambda: (fake, None), fake_for_g=lambda: (fake, None))
     d_phase, g_phase = m.phases()
     seen.clear()
     d_loss, d_stats = d_phase.loss_fn(ctx)

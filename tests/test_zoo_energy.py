@@ -106,8 +106,8 @@ def test_ebgan_pulling_away_term():
 def test_ebgan_training_losses(tiny_points, tmp_path):
     run = train("ebgan", tiny_points, tmp_path, **TINY_AE, **{"train.steps": 2})
     for r in run.metrics():
-        assert r["loss/G"] == pytest.approx(r["loss/G/energy"] + 0.1 * r["loss/G/pt"], rel=1e-5)
-        assert 0 <= r["loss/G/pt"] <= 1
+        assert r["loss/G"] == pytest.approx(r["loss/G/energy"] + 0.1 * r["ebgan/pt"], rel=1e-5)
+        assert 0 <= r["ebgan/pt"] <= 1
         assert r["D/real"] == pytest.approx(-r["ebgan/E_real"])
     # margin 0: every fake is "above the margin", so L_D is the real energy alone
     run = gankit.train("ebgan", tiny_points, out=tmp_path / "m0", progress=False, overrides={

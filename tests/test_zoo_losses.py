@@ -413,8 +413,9 @@ def test_spheregan_objective_hand_computed():
     m_real = torch.tensor([[1.0, 1.0, 1.0], [2.0, 4.0, 8.0]])
     m_fake = torch.tensor([[0.5, 0.25, 0.125], [3.0, 9.0, 27.0]])
     # D maximises sum_r E[d^r(real)] - E[d^r(fake)] = (3 + 14)/2 - (0.875 + 39)/2
-    assert sphere_d_loss(m_real, m_fake).item() == pytest.approx((0.875 + 39) / 2 - 17 / 2)
-    assert sphere_g_loss(m_fake).item() == pytest.approx(-(0.875 + 39) / 2)
+    s_real, s_fake = m_real.sum(1), m_fake.sum(1)  # the family's d_score
+    assert sphere_d_loss(s_real, s_fake).item() == pytest.approx((0.875 + 39) / 2 - 17 / 2)
+    assert sphere_g_loss(s_fake).item() == pytest.approx(-(0.875 + 39) / 2)
 
 
 def test_spheregan_critic_maps_to_sphere_without_lipschitz_constraint(tiny_images, tmp_path):

@@ -1,5 +1,8 @@
 """Stabilisation tricks as config switches (``tricks.*``), combinable, for any family whose
-training uses :func:`gankit.models.base.adversarial_phases`.
+training uses :func:`gankit.models.base.adversarial_phases` — every built-in family does: those
+with auxiliary heads or their own objective (SGAN, ACGAN, InfoGAN, SSGAN, BEGAN, EBGAN,
+SphereGAN) extend that game through :class:`gankit.models.base.Game` instead of writing their
+own phases.
 
 The seeds collect them as best practices: seed 000/001 §3.5 "Improving GANs" and Box 4 (feature
 matching, minibatch discrimination, one-sided label smoothing, update schedules), deck 003
@@ -318,16 +321,21 @@ class TricksState(nn.Module):
 class Tricks:
     """The configured tricks of one model, as the pieces a phase needs.
 
-    Built by :func:`~gankit.models.base.adversarial_phases`; a family with its own phases can
-    opt in by building one and using :meth:`d_input`, :meth:`d_loss`, :meth:`d_penalties`,
-    :meth:`g_penalties` and :meth:`after_step` (and tagging its phases ``applies_tricks=True``).
+    Built by :func:`~gankit.models.base.adversarial_phases`. A family should extend that game
+    (:class:`~gankit.models.base.Game`) rather than write its own phases; one that must can still
+    opt in by building a ``Tricks`` and using :meth:`d_input`, :meth:`d_loss`, :meth:`g_loss`,
+    :meth:`d_penalties`, :meth:`g_penalties` and :meth:`after_step` (and tagging its phases
+    ``applies_tricks=True``).
     """
 
-    def __init__(self, model: ModelFamily, loss: AdversarialLoss) -> None:
+    def __init__(self, model: ModelFamily, loss: AdversarialLoss,
+                 feature_matching: bool = False) -> None:
         cfg = model.cfg
         self.model = model
         self.tc = tc = tricks_config(cfg)
         self.loss = loss
+        # G minimises feature matching: switched on by the config or by the family (SGAN)
+        self.feature_matching = bool(tc.feature_matching or feature_matching)
         model.install_tricks(modify=False)  # D layers set after the model was built: refuse
         if tc.label_smoothing > 0:
             check_label_smoothing(loss)
@@ -335,7 +343,7 @@ class Tricks:
         if self.policy and len(model.sample_shape) != 3:
             raise ConfigError(f"tricks.diffaugment augments images; the data has shape "
                               f"{list(model.sample_shape)}")
-        if tc.feature_matching:
+        if self.feature_matching:
             from .models.base import ModelFamily
 
             if type(model).d_features is ModelFamily.d_features \
@@ -357,6 +365,10 @@ class Tricks:
                         state.hist[k] = HistoricalAverage(net).to(dev)
                     self.hist[k] = state.hist[k]  # type: ignore[assignment]
             if tc.freeze_d_when_acc_above is not None:
+                if loss.threshold is None:
+                    raise ConfigError(f"tricks.freeze_d_when_acc_above needs D's accuracy, and "
+                                      f"the '{loss.name}' objective's scores have no real/fake "
+                                      f"threshold")
                 if torch.distributed.is_available() and torch.distributed.is_initialized() \
                         and torch.distributed.get_world_size() > 1:
                     raise ConfigError("tricks.freeze_d_when_acc_above is single-process only: "
@@ -390,17 +402,26 @@ class Tricks:
         return self.loss.d_loss(d_real, d_fake)
 
     def g_loss(self, ctx: Any, fake: Tensor, c_fake: Tensor | None, step: int,
-               d_fake: Tensor | None = None) -> Tensor:
-        """G's adversarial loss, or feature matching on D's penultimate features."""
+               fake_in: Tensor | None = None, out_fake: Any = None
+               ) -> tuple[Tensor, Tensor | None, Any]:
+        """G's adversarial loss, or feature matching on D's penultimate features.
+
+        Returns ``(loss, fake_in, out_fake)``: D's view of the fakes and D's full output on it
+        (``None`` under feature matching, which does not run D's heads). ``fake_in``/``out_fake``
+        may be given when the caller has them already.
+        """
         m = self.model
-        if self.tc.feature_matching:
+        if self.feature_matching:
             with torch.no_grad():
                 f_real = m.d_features(ctx.D, self.d_input(ctx.real, step), ctx.c)
-            f_fake = m.d_features(ctx.D, self.d_input(fake, step), c_fake)
-            return feature_matching_loss(f_real, f_fake)
-        if d_fake is None:
-            d_fake = m.discriminate(ctx.D, self.d_input(fake, step), c_fake)
-        return self.loss.g_loss(d_fake)
+            if fake_in is None:
+                fake_in = self.d_input(fake, step)
+            f_fake = m.d_features(ctx.D, fake_in, c_fake)
+            return feature_matching_loss(f_real, f_fake), fake_in, out_fake
+        if out_fake is None:
+            fake_in = self.d_input(fake, step)
+            out_fake = m.d_forward(ctx.D, fake_in, c_fake)
+        return self.loss.g_loss(m.d_score(out_fake, len(fake))), fake_in, out_fake
 
     def d_penalties(self, D: nn.Module) -> dict[str, Tensor]:
         """Weighted extra terms of D's loss, by stat name."""

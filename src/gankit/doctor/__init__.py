@@ -48,7 +48,7 @@ def _run_info(run_dir: Path) -> RunInfo:
     try:  # the registered family says whether D's scores follow loss.name
         from ..models import get_family
 
-        default = bool(getattr(get_family(name).phases, "default", False))
+        default = bool(getattr(get_family(name), "scores_follow_loss", True))
     except Exception:  # noqa: BLE001  (an unknown family: assume the default phases)
         default = True
     return RunInfo.from_config(cfg, default)

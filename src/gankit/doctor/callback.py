@@ -58,8 +58,8 @@ class TrainingDiverged(GankitError):
 
 
 def rule_info(tr: Trainer) -> RunInfo:
-    default_phases = bool(getattr(type(tr.model).phases, "default", False))
-    return RunInfo.from_config(tr.cfg.to_dict(), default_phases)
+    follows = bool(getattr(tr.model, "scores_follow_loss", True))
+    return RunInfo.from_config(tr.cfg.to_dict(), follows)
 
 
 class Probe:

@@ -98,8 +98,8 @@ class RunInfo:
     def from_config(cls, cfg: dict[str, Any], family_default_phases: bool = True) -> RunInfo:
         """From a resolved config dict (``config.json`` or ``Config.to_dict()``).
 
-        ``family_default_phases``: whether the model trains with :func:`adversarial_phases`, where
-        ``loss.name`` decides what D's score means; families with their own phases (EBGAN's
+        ``family_default_phases``: whether D's logged scores are those of ``loss.name``
+        (``ModelFamily.scores_follow_loss``); families playing their own objective (EBGAN's
         energies, BEGAN ...) log other quantities under ``D/real``.
         """
         from ..losses import get_loss

@@ -23,6 +23,9 @@ class AdversarialLoss:
 
     ``d_loss(d_real, d_fake)`` and ``g_loss(d_fake)`` return scalar means to be minimised.
     ``probabilistic`` says whether ``sigmoid(score)`` is a probability D(x) (for diagnostics).
+    ``threshold`` is the score between D's "fake" and "real" answers, for D's accuracy (the
+    doctor, ``tricks.freeze_d_when_acc_above``): 0 for logits, hinge and Wasserstein scores, 0.5
+    for the least-squares targets 0/1; ``None`` where the score has no such point (energies).
     """
 
     name: str
@@ -30,6 +33,7 @@ class AdversarialLoss:
     g_loss: Callable[[Tensor], Tensor]
     probabilistic: bool
     description: str
+    threshold: float | None = 0.0
 
 
 def _register(loss: AdversarialLoss) -> AdversarialLoss:
@@ -65,6 +69,7 @@ _register(AdversarialLoss(
     lambda d_fake: 0.5 * (d_fake - 1).pow(2).mean(),
     False,
     "least squares (a=0, b=c=1), Mao et al. 2017; chapter 002 §5",
+    threshold=0.5,  # halfway between the fake target 0 and the real target 1
 ))
 
 _register(AdversarialLoss(

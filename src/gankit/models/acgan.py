@@ -18,20 +18,17 @@ fake batches use the labels of the real batch and ``sample(labels=...)`` picks c
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..losses import clip_weights, get_loss
 from ..nn import spectral_norm_all
 from ..registry import MODELS
-from .base import ModelFamily, Phase, adversarial_phases, d_game_stats, with_gradient_penalty
+from ..tricks import d_layer_kwargs
+from .base import DView, Game, ModelFamily, Phase, Terms, adversarial_phases
 from .dcgan import DCDiscriminator, DCGANParams, DCGenerator
-
-if TYPE_CHECKING:
-    from ..train.trainer import StepContext
 
 
 class ACGANParams(DCGANParams):
@@ -46,15 +43,21 @@ class ACDiscriminator(nn.Module):
     """
 
     def __init__(self, channels: int, resolution: int, width: int, max_width: int,
-                 batchnorm: bool, n_classes: int) -> None:
+                 batchnorm: bool, n_classes: int, **tricks: Any) -> None:
         super().__init__()
-        self.body = DCDiscriminator(channels, resolution, width, max_width, batchnorm=batchnorm)
+        # ``tricks``: the D-layer tricks (dropout, minibatch stddev/discrimination) of the body
+        self.body = DCDiscriminator(channels, resolution, width, max_width, batchnorm=batchnorm,
+                                    **tricks)
         self.classes = nn.Linear(self.body.head.in_features, n_classes)
         nn.init.normal_(self.classes.weight, 0.0, 0.02)
         nn.init.zeros_(self.classes.bias)
 
+    def features(self, x: Tensor) -> Tensor:
+        """Per-sample penultimate features [N, F] (before the batch-statistics layers)."""
+        return self.body.features(x).flatten(1)
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.body.features(x).flatten(1)  # [N, F]: shared by both heads
+        h = self.body.batch_layers(self.features(x))  # [N, F']: shared by both heads
         return self.body.head(h), self.classes(h)
 
 
@@ -79,51 +82,34 @@ class ACGAN(ModelFamily):
         c, r = self.sample_shape[0], self.sample_shape[-1]
         self.latent_dim = p.latent_dim
         self.G = DCGenerator(self.latent_dim, c, r, p.width, p.max_width, n_classes=k)
-        self.D = ACDiscriminator(c, r, p.width, p.max_width, not p.spectral_norm, k)
+        self.D = ACDiscriminator(c, r, p.width, p.max_width, not p.spectral_norm, k,
+                                 **d_layer_kwargs(cfg))
         if p.spectral_norm:
             spectral_norm_all(self.D)
 
-    def discriminate(self, D: nn.Module, x: Tensor, c: Tensor | None = None) -> Tensor:
-        return D(x)[0].reshape(len(x))  # [N] real/fake score; D does not see the label
+    def d_forward(self, D: nn.Module, x: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return D(x)  # (score [N, 1], class logits [N, K]); D does not see the label
+
+    def d_score(self, out: tuple[Tensor, Tensor], n: int) -> Tensor:
+        return out[0].reshape(n)  # [N] real/fake score
 
     def classify(self, x: Tensor) -> Tensor:
         """D's class logits ``[N, K]``."""
         return self.D(x)[1]
 
     def phases(self) -> list[Phase]:
-        lc, lam = self.cfg.loss, self.p.lambda_cls
-        adv = get_loss(lc.name)
+        lam = self.p.lambda_cls
 
-        def d_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
-            fake, c_fake = ctx.fake_for_d()
-            s_real, l_real = ctx.D(ctx.real)  # [N, 1], [N, K]
-            s_fake, l_fake = ctx.D(fake.detach())
-            s_real, s_fake = s_real.reshape(-1), s_fake.reshape(-1)
-            loss_s = adv.d_loss(s_real, s_fake)  # -L_S
-            loss_c = F.cross_entropy(l_real, ctx.c) + F.cross_entropy(l_fake, c_fake)  # -L_C
-            loss = loss_s + lam * loss_c
-            stats = {"loss/D": loss.detach(), "loss/D/src": loss_s.detach(),
-                     "loss/D/cls": loss_c.detach(),
-                     "D/cls_acc": (l_real.detach().argmax(1) == ctx.c).float().mean(),
-                     **d_game_stats(s_real, s_fake)}
-            loss = with_gradient_penalty(self, ctx, fake, loss, stats)
-            return loss, stats
+        def d_terms(v: DView) -> tuple[Terms, dict[str, Tensor]]:
+            # -L_C on both batches: D learns to recognise the class of reals and of fakes
+            l_real, l_fake = v.out_real[1], v.out_fake[1]
+            cls = F.cross_entropy(l_real, v.ctx.c) + F.cross_entropy(l_fake, v.c_fake)
+            acc = (l_real.detach().argmax(1) == v.ctx.c).float().mean()
+            return {"loss/D/cls": lam * cls}, {"D/cls_acc": acc}
 
-        def g_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
-            fake, c_fake = ctx.fake_for_g()
-            s_fake, l_fake = ctx.D(fake)
-            loss_s = adv.g_loss(s_fake.reshape(-1))  # non-saturating stand-in for -(-L_S)
-            loss_c = F.cross_entropy(l_fake, c_fake)  # -L_C on fakes: G wants its class seen
-            loss = loss_s + lam * loss_c
-            return loss, {"loss/G": loss.detach(), "loss/G/src": loss_s.detach(),
-                          "loss/G/cls": loss_c.detach()}
+        def g_terms(v: DView) -> tuple[Terms, dict[str, Tensor]]:
+            # -L_C on fakes: G wants its class recognised (the adversarial part is the
+            # non-saturating stand-in for -(-L_S))
+            return {"loss/G/cls": lam * F.cross_entropy(v.out_fake[1], v.c_fake)}, {}
 
-        after = None
-        if lc.clip is not None:
-            clip = float(lc.clip)
-            after = lambda: clip_weights(self.D, clip)
-        phases = [Phase("D", "D", d_step, repeat=self.cfg.optim.n_critic, makes_fake=True,
-                        after_step=after)]
-        phases += [ph for ph in adversarial_phases(self) if ph.name == "D_reg"]  # lazy penalty
-        phases.append(Phase("G", "G", g_step, uses_fake=True))
-        return phases
+        return adversarial_phases(self, Game(d_terms=d_terms, g_terms=g_terms))

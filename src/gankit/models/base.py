@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..losses import clip_weights, d_accuracy, get_loss
+from ..losses import AdversarialLoss, clip_weights, d_accuracy, get_loss
 from ..registry import REGULARIZERS
 
 if TYPE_CHECKING:
@@ -68,7 +68,12 @@ class ModelFamily(nn.Module):
 
     Subclasses set ``Params`` and ``defaults`` (config layers applied under the user's), build
     ``self.G`` and ``self.D`` in ``__init__(cfg, info)`` where ``info`` is
-    :meth:`gankit.data.Dataset.describe`, and may override :meth:`phases`.
+    :meth:`gankit.data.Dataset.describe`. D's output is read through :meth:`d_forward` (all
+    heads, one pass) and :meth:`d_score` (the real/fake score). Training is the adversarial game
+    of :func:`adversarial_phases`; a family adds auxiliary terms, its own objective or networks
+    by overriding :meth:`phases` to return ``adversarial_phases(self, Game(...))``, so every
+    trick keeps working (writing phases from scratch is possible, but phase-level tricks are then
+    refused unless the phases apply them).
 
     Stabilisation tricks (``tricks.*``, :mod:`gankit.tricks`): the phase-level ones are applied
     by :func:`adversarial_phases`. The D-layer ones (dropout, minibatch stddev, minibatch
@@ -82,12 +87,19 @@ class ModelFamily(nn.Module):
     Params: ClassVar[type[Params]] = Params
     defaults: ClassVar[dict[str, Any]] = {}
     needs_labels: ClassVar[bool] = False
+    # D's logged scores (D/real, D/fake) are the scores of the configured loss.name; False for a
+    # family that plays its own objective (EBGAN's energies), so the doctor does not read them
+    # as logits.
+    scores_follow_loss: ClassVar[bool] = True
     # May install_tricks() add D-layer tricks to self.D in place? None: only when the family
     # keeps the default phases (its own phases might use D's parts, e.g. features + head).
     d_tricks_in_place: ClassVar[bool | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "discriminate" in cls.__dict__:
+            raise TypeError(f"{cls.__name__}: override d_forward()/d_score(), not discriminate(): "
+                            f"adversarial_phases calls those two")
         # Run install_tricks() once, after the most derived __init__ has built G and D.
         init = cls.__init__
 
@@ -145,9 +157,20 @@ class ModelFamily(nn.Module):
     def generate(self, G: nn.Module, z: Tensor, c: Tensor | None = None) -> Tensor:
         return G(z, c) if self.conditional else G(z)
 
+    def d_forward(self, D: nn.Module, x: Tensor, c: Tensor | None = None) -> Any:
+        """D's full output for a batch: ``D(x[, c])``. A family whose D has several heads
+        (ACGAN's classifier, SSGAN's rotation head, InfoGAN's Q) returns them all from one pass;
+        :meth:`d_score` picks the real/fake score and its :class:`Game` terms use the rest."""
+        return D(x, c) if self.conditional else D(x)
+
+    def d_score(self, out: Any, n: int) -> Tensor:
+        """The real/fake score ``[n]`` in :meth:`d_forward`'s output ``out`` (for ``n`` samples);
+        by default the output itself, PatchGAN-style maps averaged."""
+        return out.reshape(n, -1).mean(1)
+
     def discriminate(self, D: nn.Module, x: Tensor, c: Tensor | None = None) -> Tensor:
-        out = D(x, c) if self.conditional else D(x)
-        return out.reshape(len(x), -1).mean(1)  # [N]; PatchGAN-style maps are averaged
+        """D's real/fake score ``[N]`` of a batch (override :meth:`d_forward`/:meth:`d_score`)."""
+        return self.d_score(self.d_forward(D, x, c), len(x))
 
     def d_features(self, D: nn.Module, x: Tensor, c: Tensor | None = None) -> Tensor:
         """D's penultimate per-sample features ``[N, F]`` (for feature matching, Salimans et al.
@@ -201,6 +224,7 @@ def _d_layer_settings(D: Any) -> dict[str, Any]:
     """The D-layer tricks a DCGAN/MLP discriminator already has."""
     if D is None:
         return {}
+    D = getattr(D, "body", D)  # a DCGAN discriminator inside a multi-head one (ACGAN, SSGAN)
     out: dict[str, Any] = {}
     drop = getattr(D, "drop_rate", None)  # MLP: Dropout layers or functional dropout
     if drop is None:
@@ -230,46 +254,100 @@ def _check_phase_tricks(model: ModelFamily, phases: list[Phase]) -> None:
                           f"not apply {', '.join('tricks.' + k for k in want)}")
 
 
-def d_game_stats(d_real: Tensor, d_fake: Tensor) -> dict[str, Tensor]:
-    """The statistics every D step logs (the doctor reads them): mean scores and accuracy."""
-    return {"D/real": d_real.detach().mean(), "D/fake": d_fake.detach().mean(),
-            "D/acc": d_accuracy(d_real, d_fake)}
+
+Terms = dict[str, Tensor]  # weighted loss terms by stat name, e.g. {"loss/D/cls": 0.7 * ce}
 
 
-def with_gradient_penalty(model: ModelFamily, ctx: StepContext, fake: Tensor, loss: Tensor,
-                          stats: dict[str, Tensor]) -> Tensor:
-    """``loss`` plus the configured non-lazy penalty (``loss.gp``, ``lambda_gp``), logged in
-    ``stats`` as ``loss/D/<name>``; for families that write their own D step. The lazy form
-    (``gp_every > 1``) is the ``D_reg`` phase of :func:`adversarial_phases`."""
-    lc = model.cfg.loss
-    if lc.gp is None or lc.gp_every != 1:
-        return loss
-    reg = REGULARIZERS.get(lc.gp)
-    pen = reg.fn(lambda x: model.discriminate(ctx.D, x, ctx.c), ctx.real, fake)
-    stats[f"loss/D/{reg.name}"] = pen.detach()
-    return loss + lc.lambda_gp * pen
+@dataclass
+class DView:
+    """What a D or G step of :func:`adversarial_phases` computed, handed to a family's terms.
+
+    ``real_in``/``fake_in`` are D's inputs after the phase-level tricks (DiffAugment, instance
+    noise); ``out_real``/``out_fake`` are :meth:`ModelFamily.d_forward` of them (every head of
+    D). In the D step the fake batch is detached; in the G step it carries G's graph and
+    ``real_in``/``out_real`` are ``None``. ``d_input`` is D's view of any other batch at this step
+    (e.g. SGAN's labelled examples).
+    """
+
+    ctx: StepContext
+    step: int
+    fake: Tensor
+    c_fake: Tensor | None
+    fake_in: Tensor
+    out_fake: Any
+    d_input: Callable[[Tensor], Tensor]
+    real_in: Tensor | None = None
+    out_real: Any = None
 
 
-def adversarial_phases(model: ModelFamily) -> list[Phase]:
+TermsFn = Callable[[DView], "tuple[Terms, dict[str, Tensor]]"]
+
+
+@dataclass
+class Game:
+    """How a family extends the adversarial game of :func:`adversarial_phases`.
+
+    ``d_terms``/``g_terms`` return ``(terms, stats)``: weighted terms added to that player's loss
+    (each also logged under its key) and extra statistics. ``loss`` replaces the configured
+    ``loss.name`` objective on D's scores (EBGAN's margin, BEGAN's equilibrium). ``g_nets`` are
+    the optimizers the G phase steps (InfoGAN's ``("G", "Q")``: the G loss also trains Q).
+    ``feature_matching`` makes G minimise feature matching whatever ``tricks.feature_matching``
+    says (SGAN's default, Salimans et al. 2016 §5). ``after_d`` runs after every D optimizer step.
+    """
+
+    d_terms: TermsFn | None = None
+    g_terms: TermsFn | None = None
+    loss: AdversarialLoss | None = None
+    g_nets: tuple[str, ...] = ("G",)
+    feature_matching: bool = False
+    after_d: Callable[[], None] | None = None
+
+
+def _add_terms(total: Tensor, terms: Terms, stats: dict[str, Tensor]) -> Tensor:
+    for k, v in terms.items():
+        stats[k] = v.detach()
+        total = total + v
+    return total
+
+
+def _family_terms(fn: TermsFn | None, view: DView, total: Tensor, stats: dict[str, Tensor],
+                  side: str) -> Tensor:
+    """``total`` plus a family's terms; the plain adversarial part is logged as
+    ``loss/<side>/adv`` when there are any."""
+    if fn is None:
+        return total
+    terms, extra = fn(view)
+    stats.update(extra)
+    if terms:
+        stats[f"loss/{side}/adv"] = total.detach()
+    return _add_terms(total, terms, stats)
+
+
+def adversarial_phases(model: ModelFamily, game: Game | None = None) -> list[Phase]:
     """The adversarial game with the configured loss, penalty, clipping and tricks.
 
     D minimises ``loss.d_loss`` (+ ``lambda_gp`` x penalty), G minimises ``loss.g_loss``. A lazy
     penalty (``gp_every = k > 1``) becomes its own phase every k steps with weight x k (StyleGAN2).
+    A family adds its own terms (auxiliary classifiers, rotation or information losses), replaces
+    the objective or adds networks to the G phase through ``game`` (:class:`Game`), and so keeps
+    every trick below.
 
     The phase-level ``tricks.*`` (:mod:`gankit.tricks`) enter here: D sees every batch, real or
     fake, through ``Tricks.d_input`` (DiffAugment, then instance noise), in the D step, the G step
     and the penalty (whose critic is D after that transform, as in StyleGAN2-ADA); label
     smoothing replaces D's loss, feature matching G's; historical averaging and orthogonal
     regularisation add penalties; ``d_every`` and D freezing gate the D step; consensus
-    optimisation replaces the D and G phases by one joint phase "GD".
+    optimisation replaces the D and G phases by one joint phase over both players' full losses.
     """
     from ..tricks import Tricks, consensus_surrogate
 
+    game = game or Game()
     lc = model.cfg.loss
-    loss = get_loss(lc.name)
+    loss = game.loss or get_loss(lc.name)
     reg = REGULARIZERS.get(lc.gp) if lc.gp else None
-    tk = Tricks(model, loss)
+    tk = Tricks(model, loss, feature_matching=game.feature_matching)
     tc = tk.tc
+    nets = model.networks()
 
     def critic(D: nn.Module, c: Tensor | None, step: int) -> Callable[[Tensor], Tensor]:
         return lambda x: model.discriminate(D, tk.d_input(x, step), c)
@@ -280,69 +358,104 @@ def adversarial_phases(model: ModelFamily) -> list[Phase]:
         stats[f"loss/D/{reg.name}"] = pen.detach()
         return pen
 
-    def add_terms(total: Tensor, terms: dict[str, Tensor], stats: dict[str, Tensor]) -> Tensor:
-        for k, v in terms.items():
-            stats[k] = v.detach()
-            total = total + v
-        return total
+    def d_stats(d_real: Tensor, d_fake: Tensor) -> dict[str, Tensor]:
+        stats = {"D/real": d_real.detach().mean(), "D/fake": d_fake.detach().mean()}
+        if loss.threshold is not None:
+            acc = d_accuracy(d_real, d_fake, loss.threshold)
+            tk.observe_accuracy(acc)
+            stats["D/acc"] = acc
+        return stats
 
-    def d_stats(loss_d: Tensor, d_real: Tensor, d_fake: Tensor) -> dict[str, Tensor]:
-        acc = d_accuracy(d_real, d_fake)
-        tk.observe_accuracy(acc)
-        return {"loss/D": loss_d.detach(), "D/real": d_real.detach().mean(),
-                "D/fake": d_fake.detach().mean(), "D/acc": acc}
+    def d_view(ctx: StepContext, fake: Tensor, c_fake: Tensor | None) -> DView:
+        """D's inputs and full outputs for a real and a fake batch (the fake one as given)."""
+        step = ctx.tr.step
+        real_in, fake_in = tk.d_input(ctx.real, step), tk.d_input(fake, step)
+        out_real = model.d_forward(ctx.D, real_in, ctx.c)
+        out_fake = model.d_forward(ctx.D, fake_in, c_fake)
+        return DView(ctx, step, fake, c_fake, fake_in, out_fake, lambda x: tk.d_input(x, step),
+                     real_in, out_real)
+
+    def d_loss_of(v: DView, stats: dict[str, Tensor]) -> Tensor:
+        """D's game loss (its family terms included) for a view; fills ``stats``."""
+        d_real = model.d_score(v.out_real, len(v.real_in))  # type: ignore[arg-type]
+        d_fake = model.d_score(v.out_fake, len(v.fake_in))
+        stats.update(d_stats(d_real, d_fake))
+        loss_d = _family_terms(game.d_terms, v, tk.d_loss(d_real, d_fake), stats, "D")
+        stats["loss/D"] = loss_d.detach()
+        return loss_d
 
     def d_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
         step = ctx.tr.step
         fake, c_fake = ctx.fake_for_d()  # outside no_grad: G's graph may be kept for the G step
+        stats: dict[str, Tensor] = {}
         if tk.d_frozen(step):
             # Measure D (so it can thaw) but give it no gradient at all: its optimizer then skips
             # every parameter, moments and step count included (see tricks.AccuracyMonitor).
             with torch.no_grad():
-                d_real = model.discriminate(ctx.D, tk.d_input(ctx.real, step), ctx.c)
-                d_fake = model.discriminate(ctx.D, tk.d_input(fake, step), c_fake)
-                stats = d_stats(tk.d_loss(d_real, d_fake), d_real, d_fake)
-            return torch.zeros((), device=d_real.device, requires_grad=True), \
+                v = d_view(ctx, fake.detach(), c_fake)
+                d_real = model.d_score(v.out_real, len(fake))
+                d_fake = model.d_score(v.out_fake, len(fake))
+                stats.update(d_stats(d_real, d_fake))
+                stats["loss/D"] = tk.d_loss(d_real, d_fake)
+            return torch.zeros((), device=fake.device, requires_grad=True), \
                 {**stats, **tk.frozen_flag(True)}
-        d_real = model.discriminate(ctx.D, tk.d_input(ctx.real, step), ctx.c)
-        d_fake = model.discriminate(ctx.D, tk.d_input(fake.detach(), step), c_fake)
-        loss_d = tk.d_loss(d_real, d_fake)
-        stats = {**d_stats(loss_d, d_real, d_fake), **tk.frozen_flag(False)}
+        loss_d = d_loss_of(d_view(ctx, fake.detach(), c_fake), stats)
+        stats.update(tk.frozen_flag(False))
         if reg is not None and lc.gp_every == 1:
             loss_d = loss_d + lc.lambda_gp * penalty(ctx, fake, step, stats)
-        return add_terms(loss_d, tk.d_penalties(ctx.D), stats), stats
+        return _add_terms(loss_d, tk.d_penalties(ctx.D), stats), stats
+
+    def g_loss_of(ctx: StepContext, fake: Tensor, c_fake: Tensor | None,
+                  out_fake: Any = None, fake_in: Tensor | None = None
+                  ) -> tuple[Tensor, dict[str, Tensor]]:
+        """G's game loss (its family terms included); ``out_fake`` is D's output on
+        ``fake_in`` when the caller has it already (consensus)."""
+        step = ctx.tr.step
+        loss_g, fake_in, out_fake = tk.g_loss(ctx, fake, c_fake, step, fake_in, out_fake)
+        stats: dict[str, Tensor] = {}
+        if game.g_terms is not None:
+            if out_fake is None:  # feature matching did not need D's outputs; the terms do
+                fake_in = tk.d_input(fake, step)
+                out_fake = model.d_forward(ctx.D, fake_in, c_fake)
+            assert fake_in is not None
+            v = DView(ctx, step, fake, c_fake, fake_in, out_fake, lambda x: tk.d_input(x, step))
+            loss_g = _family_terms(game.g_terms, v, loss_g, stats, "G")
+        stats["loss/G"] = loss_g.detach()
+        return loss_g, stats
 
     def g_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
-        step = ctx.tr.step
         fake, c_fake = ctx.fake_for_g()
-        loss_g = tk.g_loss(ctx, fake, c_fake, step)
-        stats = {"loss/G": loss_g.detach()}
-        return add_terms(loss_g, tk.g_penalties(ctx.G), stats), stats
+        loss_g, stats = g_loss_of(ctx, fake, c_fake)
+        return _add_terms(loss_g, tk.g_penalties(ctx.G), stats), stats
+
+    g_params = lambda: [p for k in game.g_nets for p in _trainable(nets[k])]
 
     def gd_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
         # Consensus optimisation (Mescheder et al. 2017): one fake batch with G's graph, both
-        # players' game losses, and the surrogate whose gradient is each player's
-        # grad L_i + gamma grad 1/2 ||v||^2. Penalties stay outside the game's vector field v.
+        # players' full losses (family terms included), and the surrogate whose gradient is each
+        # player's grad L_i + gamma grad 1/2 ||v||^2. Penalties stay outside the game's field v.
         step = ctx.tr.step
         fake, c_fake = ctx.fake_for_g()
-        d_real = model.discriminate(ctx.D, tk.d_input(ctx.real, step), ctx.c)
-        d_fake = model.discriminate(ctx.D, tk.d_input(fake, step), c_fake)
-        loss_d = tk.d_loss(d_real, d_fake)
-        loss_g = tk.g_loss(ctx, fake, c_fake, step, d_fake=d_fake)
-        stats = {**d_stats(loss_d, d_real, d_fake), "loss/G": loss_g.detach()}
-        total, cons = consensus_surrogate([(loss_g, _trainable(ctx.G)),
+        stats: dict[str, Tensor] = {}
+        v = d_view(ctx, fake, c_fake)
+        loss_d = d_loss_of(v, stats)
+        loss_g, g_stats = g_loss_of(ctx, fake, c_fake, v.out_fake, v.fake_in)
+        stats.update(g_stats)
+        total, cons = consensus_surrogate([(loss_g, g_params()),
                                            (loss_d, _trainable(ctx.D))], tc.consensus)
         stats["loss/consensus"] = cons.detach()
         if reg is not None and lc.gp_every == 1:
             total = total + lc.lambda_gp * penalty(ctx, fake.detach(), step, stats)
-        total = add_terms(total, tk.d_penalties(ctx.D), stats)
-        return add_terms(total, tk.g_penalties(ctx.G), stats), stats
+        total = _add_terms(total, tk.d_penalties(ctx.D), stats)
+        return _add_terms(total, tk.g_penalties(ctx.G), stats), stats
 
     clip = float(lc.clip) if lc.clip is not None else None
 
     def after_d() -> None:
         if clip is not None:
             clip_weights(model.D, clip)
+        if game.after_d is not None:
+            game.after_d()
         tk.after_step("D", model.D)
 
     def after_g() -> None:
@@ -352,8 +465,10 @@ def adversarial_phases(model: ModelFamily) -> list[Phase]:
         after_d()
         after_g()
 
+    g_opt: str | tuple[str, ...] = game.g_nets[0] if len(game.g_nets) == 1 else game.g_nets
     if tc.consensus > 0:
-        phases = [Phase("GD", ("G", "D"), gd_step, after_step=after_gd, applies_tricks=True)]
+        phases = [Phase("GD", (*game.g_nets, "D"), gd_step, after_step=after_gd,
+                        applies_tricks=True)]
     else:
         phases = [Phase("D", "D", d_step, every=tc.d_every, repeat=model.cfg.optim.n_critic,
                         makes_fake=True, after_step=after_d, applies_tricks=True)]
@@ -369,6 +484,6 @@ def adversarial_phases(model: ModelFamily) -> list[Phase]:
 
         phases.append(Phase("D_reg", "D", d_reg, every=k))
     if tc.consensus == 0:
-        phases.append(Phase("G", "G", g_step, uses_fake=True, after_step=after_g,
+        phases.append(Phase("G", g_opt, g_step, uses_fake=True, after_step=after_g,
                             applies_tricks=True))
     return phases

@@ -39,18 +39,16 @@ score means "more real" (``D/real``, ``D/fake`` in the logs); ``began/L_real`` a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from pydantic import field_validator
 from torch import Tensor, nn
 
+from ..losses import AdversarialLoss
 from ..nn import conv_stages, prod
 from ..registry import MODELS
-from .base import ModelFamily, Params, Phase
-
-if TYPE_CHECKING:
-    from ..train.trainer import StepContext
+from .base import DView, Game, ModelFamily, Params, Phase, Terms, adversarial_phases
 
 
 class BEGANParams(Params):
@@ -215,6 +213,7 @@ class BEGAN(ModelFamily):
     }
 
     D: BEGANDiscriminator
+    scores_follow_loss: ClassVar[bool] = False  # D/real, D/fake are -L(x), -L(G(z))
 
     def __init__(self, cfg: Any, info: dict[str, Any]) -> None:
         super().__init__(cfg, info)
@@ -236,8 +235,11 @@ class BEGAN(ModelFamily):
         # z ~ U[-1, 1]^{N_z} (paper §3.5)
         return torch.rand(n, self.latent_dim, generator=generator, device=device) * 2 - 1
 
-    def discriminate(self, D: nn.Module, x: Tensor, c: Tensor | None = None) -> Tensor:
-        return -l1_recon_loss(D, x)  # [N]; higher = better reconstructed = "more real"
+    def d_forward(self, D: nn.Module, x: Tensor, c: Tensor | None = None) -> Tensor:
+        return l1_recon_loss(D, x)  # [N] reconstruction losses L(v)
+
+    def d_score(self, out: Tensor, n: int) -> Tensor:
+        return -out  # [N]; higher = better reconstructed = "more real"
 
     def update_k(self) -> None:
         """The D phase's ``after_step``: one controller step with the D step's losses."""
@@ -248,33 +250,26 @@ class BEGAN(ModelFamily):
             self.D.k.copy_((self.D.k + self.p.lambda_k * bal).clamp(0.0, 1.0))
         self._balance.clear()
 
+    def game_loss(self) -> AdversarialLoss:
+        """BEGAN's objective on D's scores ``-L(v)`` (§3.4): D minimises
+        ``L(x) - k_t L(G(z))``, G minimises ``L(G(z))``."""
+        k = self.D.k
+
+        def d_loss(s_real: Tensor, s_fake: Tensor) -> Tensor:
+            return (-s_real).mean() - k.detach() * (-s_fake).mean()
+
+        return AdversarialLoss("began", d_loss, lambda s_fake: (-s_fake).mean(), False,
+                               "BEGAN equilibrium objective, Berthelot et al. 2017 §3.4",
+                               threshold=None)
+
     def phases(self) -> list[Phase]:
         gamma = self.p.gamma
 
-        def d_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
-            fake, _ = ctx.fake_for_d()
-            l_real = l1_recon_loss(ctx.D, ctx.real).mean()
-            l_fake = l1_recon_loss(ctx.D, fake.detach()).mean()
-            k = self.D.k.detach()
-            loss_d = l_real - k * l_fake
-            lr_, lf_ = l_real.detach().float(), l_fake.detach().float()
-            self._balance.append(gamma * lr_ - lf_)
-            stats = {
-                "loss/D": loss_d.detach(),
-                "D/real": -lr_,
-                "D/fake": -lf_,
-                "began/L_real": lr_,
-                "began/L_fake": lf_,
-                "began/k": k.clone(),
-                "began/M": convergence_measure(lr_, lf_, gamma),
-            }
-            return loss_d, stats
+        def d_terms(v: DView) -> tuple[Terms, dict[str, Tensor]]:
+            lr_, lf_ = v.out_real.detach().mean().float(), v.out_fake.detach().mean().float()
+            self._balance.append(gamma * lr_ - lf_)  # for the controller step after D's step
+            return {}, {"began/L_real": lr_, "began/L_fake": lf_, "began/k": self.D.k.clone(),
+                        "began/M": convergence_measure(lr_, lf_, gamma)}
 
-        def g_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
-            fake, _ = ctx.fake_for_g()
-            loss_g = l1_recon_loss(ctx.D, fake).mean()
-            return loss_g, {"loss/G": loss_g.detach()}
-
-        return [Phase("D", "D", d_step, repeat=self.cfg.optim.n_critic, makes_fake=True,
-                      after_step=self.update_k),
-                Phase("G", "G", g_step, uses_fake=True)]
+        return adversarial_phases(self, Game(d_terms=d_terms, loss=self.game_loss(),
+                                             after_d=self.update_k))

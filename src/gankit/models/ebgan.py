@@ -38,19 +38,17 @@ Adam lr 2e-4, beta1 0.5 (DCGAN's settings, which the paper's generators follow).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..losses import AdversarialLoss
 from ..registry import MODELS
-from .base import ModelFamily, Params, Phase
+from .base import DView, Game, ModelFamily, Params, Phase, Terms, adversarial_phases
 from .began import AutoencoderDiscriminator, per_sample_mean
 from .dcgan import DCGenerator
 from .gan import MLPGenerator
-
-if TYPE_CHECKING:
-    from ..train.trainer import StepContext
 
 
 class EBGANParams(Params):
@@ -99,6 +97,7 @@ class EBGAN(ModelFamily):
     }
 
     D: AutoencoderDiscriminator
+    scores_follow_loss: ClassVar[bool] = False  # D/real, D/fake are the energies, negated
 
     def __init__(self, cfg: Any, info: dict[str, Any]) -> None:
         super().__init__(cfg, info)
@@ -113,37 +112,39 @@ class EBGAN(ModelFamily):
                                   batchnorm=True)
         self.D = AutoencoderDiscriminator(self.sample_shape, p.h_dim, p.width, p.hidden)
 
-    def discriminate(self, D: nn.Module, x: Tensor, c: Tensor | None = None) -> Tensor:
-        return -mse_energy(D, x)[0]  # [N]; low energy = "more real", so higher is more real
+    def d_forward(self, D: nn.Module, x: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return mse_energy(D, x)  # (energy [N], embedding [N, h_dim])
+
+    def d_score(self, out: tuple[Tensor, Tensor], n: int) -> Tensor:
+        return -out[0]  # [N]; low energy = "more real", so higher is more real
+
+    def game_loss(self) -> AdversarialLoss:
+        """EBGAN's objective on D's scores ``-E(x)``: the margin loss for D (eq. 1), the energy of
+        the fakes for G (eq. 2)."""
+        m = self.p.margin
+        return AdversarialLoss("ebgan", lambda s_real, s_fake: margin_loss(-s_real, -s_fake, m),
+                               lambda s_fake: (-s_fake).mean(), False,
+                               "EBGAN margin loss, Zhao et al. 2017 eq. 1-2", threshold=None)
 
     def phases(self) -> list[Phase]:
         p = self.p
 
-        def d_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
-            fake, _ = ctx.fake_for_d()
-            e_real, _ = mse_energy(ctx.D, ctx.real)
-            e_fake, _ = mse_energy(ctx.D, fake.detach())
-            loss_d = margin_loss(e_real, e_fake, p.margin)
-            er, ef = e_real.detach().mean(), e_fake.detach().mean()
-            return loss_d, {"loss/D": loss_d.detach(), "D/real": -er, "D/fake": -ef,
-                            "ebgan/E_real": er, "ebgan/E_fake": ef,
-                            # share of fakes still inside the margin (those D still pushes up)
-                            "ebgan/in_margin": (e_fake.detach() < p.margin).float().mean()}
+        def d_terms(v: DView) -> tuple[Terms, dict[str, Tensor]]:
+            e_real, e_fake = v.out_real[0].detach(), v.out_fake[0].detach()
+            return {}, {"ebgan/E_real": e_real.mean(), "ebgan/E_fake": e_fake.mean(),
+                        # share of fakes still inside the margin (those D still pushes up)
+                        "ebgan/in_margin": (e_fake < p.margin).float().mean()}
 
-        def g_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
-            fake, _ = ctx.fake_for_g()
-            e_fake, h = mse_energy(ctx.D, fake)
-            loss_g = e_fake.mean()
-            stats = {"loss/G/energy": loss_g.detach()}
-            if p.pull_away:
-                pt = pulling_away(h)
-                loss_g = loss_g + p.lambda_pt * pt
-                stats["loss/G/pt"] = pt.detach()
-            stats["loss/G"] = loss_g.detach()
-            return loss_g, stats
+        def g_terms(v: DView) -> tuple[Terms, dict[str, Tensor]]:
+            stats = {"loss/G/energy": v.out_fake[0].detach().mean()}
+            if not p.pull_away:
+                return {}, stats
+            pt = pulling_away(v.out_fake[1])
+            stats["ebgan/pt"] = pt.detach()  # unweighted
+            return {"loss/G/pt": p.lambda_pt * pt}, stats
 
-        return [Phase("D", "D", d_step, repeat=self.cfg.optim.n_critic, makes_fake=True),
-                Phase("G", "G", g_step, uses_fake=True)]
+        return adversarial_phases(self, Game(d_terms=d_terms, g_terms=g_terms,
+                                             loss=self.game_loss()))
 
 
 __all__ = ["EBGAN", "margin_loss", "mse_energy", "pulling_away"]

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -52,14 +52,11 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..losses import clip_weights, get_loss
 from ..nn import dcgan_init, spectral_norm_all
 from ..registry import MODELS
-from .base import ModelFamily, Phase, adversarial_phases, d_game_stats, with_gradient_penalty
+from ..tricks import d_layer_kwargs
+from .base import DView, Game, ModelFamily, Phase, Terms, adversarial_phases
 from .dcgan import DCDiscriminator, DCGANParams, DCGenerator
-
-if TYPE_CHECKING:
-    from ..train.trainer import StepContext
 
 LOG_2PI = math.log(2 * math.pi)
 MIN_LOG_STD = math.log(1e-2)  # learned sigma >= 0.01, so the NLL stays bounded below
@@ -137,10 +134,12 @@ class InfoGAN(ModelFamily):
         self.noise_dim, self.n_cat, self.n_cont = p.latent_dim, p.n_cat, p.n_cont
         self.latent_dim = self.noise_dim + self.n_cat + self.n_cont  # G's input width
         self.G = DCGenerator(self.latent_dim, c, r, p.width, p.max_width)
-        self.D = DCDiscriminator(c, r, p.width, p.max_width, batchnorm=not p.spectral_norm)
+        self.D = DCDiscriminator(c, r, p.width, p.max_width, batchnorm=not p.spectral_norm,
+                                 **d_layer_kwargs(cfg))
         if p.spectral_norm:
             spectral_norm_all(self.D)
-        self.Q = QHead(self.D.head.in_features, p.q_hidden, p.n_cat, p.n_cont, p.learn_std)
+        f = math.prod(self.D.last_map)  # per-sample features of D's trunk
+        self.Q = QHead(f, p.q_hidden, p.n_cat, p.n_cont, p.learn_std)
 
     def networks(self) -> dict[str, nn.Module]:
         return {"G": self.G, "D": self.D, "Q": self.Q}
@@ -209,10 +208,15 @@ class InfoGAN(ModelFamily):
         return G(self.latent_from(z, c_cat, c_cont))
 
     # -- training ------------------------------------------------------------------------------
-    def q_outputs(self, D: nn.Module, x: Tensor) -> tuple[Tensor, tuple[Tensor | None, Tensor, Tensor]]:
-        """One pass through D's body: (real/fake score [N], Q's code parameters)."""
+    def d_forward(self, D: nn.Module, x: Tensor, c: Tensor | None = None
+                  ) -> tuple[Tensor, tuple[Tensor | None, Tensor, Tensor]]:
+        """One pass through D's body: (real/fake score [N], Q's code parameters). Q reads the
+        per-sample features, before any batch-statistics layer of D (``tricks.minibatch_*``)."""
         h = D.features(x).flatten(1)  # [N, F], shared by D's head and Q
-        return D.head(h).reshape(len(x)), self.Q(h)
+        return D.head(D.batch_layers(h)).reshape(len(x)), self.Q(h)
+
+    def d_score(self, out: tuple[Tensor, Any], n: int) -> Tensor:
+        return out[0]
 
     def info_loss(self, q: tuple[Tensor | None, Tensor, Tensor], z: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """``-L_I + H(c)`` for fakes made from latents ``z`` (i.e. ``-E log Q(c | x)``), unweighted."""
@@ -223,47 +227,21 @@ class InfoGAN(ModelFamily):
             stats["info/mi_cat_lb"] = math.log(self.n_cat) - l_cat.detach()
         return l_cat + l_cont, stats
 
-    @staticmethod
-    def _fake_and_latent(ctx: StepContext, for_g: bool) -> tuple[Tensor, Tensor]:
-        """The phase's fake batch and the latent (holding the codes) it was generated from."""
-        fake, _ = ctx.fake_for_g() if for_g else ctx.fake_for_d()
-        assert ctx.last_z is not None
-        return fake, ctx.last_z
-
     def phases(self) -> list[Phase]:
-        lc, p = self.cfg.loss, self.p
-        adv = get_loss(lc.name)
+        p = self.p
 
-        def d_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
-            fake, z = self._fake_and_latent(ctx, for_g=False)
-            d_real = self.discriminate(ctx.D, ctx.real)
-            d_fake, q = self.q_outputs(ctx.D, fake.detach())
-            loss = adv.d_loss(d_real, d_fake)
-            stats = {**d_game_stats(d_real, d_fake)}
-            if p.info_in_d:
-                info, _ = self.info_loss(q, z)
-                loss = loss + p.lambda_info * info
-                stats["loss/D/info"] = info.detach()
-            loss = with_gradient_penalty(self, ctx, fake, loss, stats)
-            stats["loss/D"] = loss.detach()
-            return loss, stats
+        def latent(v: DView) -> Tensor:
+            assert v.ctx.last_z is not None  # the latent (holding the codes) of v's fake batch
+            return v.ctx.last_z
 
-        def gq_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
-            fake, z = self._fake_and_latent(ctx, for_g=True)
-            d_fake, q = self.q_outputs(ctx.D, fake)
-            loss_adv = adv.g_loss(d_fake)
-            info, stats = self.info_loss(q, z)
-            loss = loss_adv + p.lambda_info * info  # one backward: grads for G and Q
-            stats.update({"loss/G": loss.detach(), "loss/G/adv": loss_adv.detach(),
-                          "loss/G/info": info.detach()})
-            return loss, stats
+        def d_terms(v: DView) -> tuple[Terms, dict[str, Tensor]]:
+            if not p.info_in_d:
+                return {}, {}
+            info, _ = self.info_loss(v.out_fake[1], latent(v))  # fakes are detached here
+            return {"loss/D/info": p.lambda_info * info}, {}
 
-        after = None
-        if lc.clip is not None:
-            clip = float(lc.clip)
-            after = lambda: clip_weights(self.D, clip)
-        phases = [Phase("D", "D", d_step, repeat=self.cfg.optim.n_critic, makes_fake=True,
-                        after_step=after)]
-        phases += [ph for ph in adversarial_phases(self) if ph.name == "D_reg"]  # lazy penalty
-        phases.append(Phase("G", ("G", "Q"), gq_step, uses_fake=True))
-        return phases
+        def g_terms(v: DView) -> tuple[Terms, dict[str, Tensor]]:
+            info, stats = self.info_loss(v.out_fake[1], latent(v))
+            return {"loss/G/info": p.lambda_info * info}, stats  # one backward: G and Q
+
+        return adversarial_phases(self, Game(d_terms=d_terms, g_terms=g_terms, g_nets=("G", "Q")))

@@ -26,8 +26,9 @@ same labelled examples. After training, :meth:`SGAN.classify` gives D's class lo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -35,14 +36,11 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..losses import clip_weights, get_loss
+from ..losses import get_loss
 from ..nn import spectral_norm_all
 from ..registry import MODELS
-from .base import ModelFamily, Phase, adversarial_phases, d_game_stats, with_gradient_penalty
+from .base import DView, Game, ModelFamily, Phase, Terms, adversarial_phases
 from .dcgan import DCDiscriminator, DCGANParams, DCGenerator
-
-if TYPE_CHECKING:
-    from ..train.trainer import StepContext
 
 
 class SGANParams(DCGANParams):
@@ -148,8 +146,8 @@ class SGAN(ModelFamily):
     def conditional(self) -> bool:
         return False  # labels train D's classifier; G never sees them
 
-    def discriminate(self, D: nn.Module, x: Tensor, c: Tensor | None = None) -> Tensor:
-        return real_logit(D(x))  # [N]: log Z(x), the logit of D(x) = Z/(Z+1)
+    def d_score(self, out: Tensor, n: int) -> Tensor:
+        return real_logit(out)  # [N]: log Z(x), the logit of D(x) = Z/(Z+1), from K logits
 
     def classify(self, x: Tensor) -> Tensor:
         """D's class logits ``[N, K]`` (call ``model.eval()`` first to use BN running stats)."""
@@ -166,57 +164,35 @@ class SGAN(ModelFamily):
         return self.labelled_idx
 
     def supervised_loss(self, D: nn.Module, x: Tensor, y: Tensor, n: int,
-                        generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+                        generator: torch.Generator | None = None,
+                        d_input: Callable[[Tensor], Tensor] | None = None
+                        ) -> tuple[Tensor, Tensor]:
         """Cross-entropy of D's K logits on ``n`` examples drawn (with replacement) from the
-        labelled subset of the whole training set ``x`` [M, C, H, W], ``y`` [M].
+        labelled subset of the whole training set ``x`` [M, C, H, W], ``y`` [M], seen through
+        ``d_input`` (the step's augmentation/instance noise) when given.
         Returns ``(loss, accuracy)``; no example outside the subset is ever looked at."""
         idx = self.labelled_indices(y)
         pick = torch.randint(len(idx), (n,), generator=generator, device=idx.device)
         sel = idx[pick].to(x.device)
-        logits = D(x[sel])  # [n, K]
+        xl = x[sel] if d_input is None else d_input(x[sel])
+        logits = D(xl)  # [n, K]
         yl = y[sel]
         return F.cross_entropy(logits, yl), (logits.argmax(1) == yl).float().mean()
 
     def phases(self) -> list[Phase]:
-        lc, p = self.cfg.loss, self.p
-        adv = get_loss(lc.name)
+        p = self.p
 
-        def d_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
-            fake, _ = ctx.fake_for_d()
-            d_real = self.discriminate(ctx.D, ctx.real)  # [N] log Z on unlabelled real data
-            d_fake = self.discriminate(ctx.D, fake.detach())
-            unsup = adv.d_loss(d_real, d_fake)  # -log D(x) - log(1 - D(G(z)))
-            data = ctx.tr.data
-            sup, acc = self.supervised_loss(ctx.D, data.x, data.y, ctx.n, ctx.tr.noise_gen)
-            loss = unsup + p.lambda_sup * sup
-            stats = {"loss/D": loss.detach(), "loss/D/unsup": unsup.detach(),
-                     "loss/D/sup": sup.detach(), "D/sup_acc": acc,
-                     **d_game_stats(d_real, d_fake)}
-            loss = with_gradient_penalty(self, ctx, fake, loss, stats)
-            return loss, stats
+        def d_terms(v: DView) -> tuple[Terms, dict[str, Tensor]]:
+            # L_sup on the fixed labelled subset; the adversarial part is L_unsup on logit log Z
+            data, ctx = v.ctx.tr.data, v.ctx
+            sup, acc = self.supervised_loss(ctx.D, data.x, data.y, ctx.n, ctx.tr.noise_gen,
+                                            v.d_input)
+            return {"loss/D/sup": p.lambda_sup * sup}, {"D/sup_acc": acc}
 
-        def g_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
-            fake, _ = ctx.fake_for_g()
-            if p.g_loss == "feature_matching":
-                # ||E f(x) - E f(G(z))||^2 over D's penultimate features (mean over the F dims);
-                # the real batch is a fresh unlabelled one, its features carry no gradient.
-                with torch.no_grad():
-                    f_real = ctx.D.embed(ctx.real).mean(0)  # [F]
-                f_fake = ctx.D.embed(fake).mean(0)  # [F]
-                loss = (f_real - f_fake).pow(2).mean()
-                return loss, {"loss/G": loss.detach(), "loss/G/fm": loss.detach()}
-            loss = adv.g_loss(self.discriminate(ctx.D, fake))
-            return loss, {"loss/G": loss.detach()}
-
-        after = None
-        if lc.clip is not None:
-            clip = float(lc.clip)
-            after = lambda: clip_weights(self.D, clip)
-        phases = [Phase("D", "D", d_step, repeat=self.cfg.optim.n_critic, makes_fake=True,
-                        after_step=after)]
-        phases += [ph for ph in adversarial_phases(self) if ph.name == "D_reg"]  # lazy penalty
-        phases.append(Phase("G", "G", g_step, uses_fake=True))
-        return phases
+        # G: Salimans et al.'s feature matching on D's penultimate features (the trunk's output)
+        # or, with model.g_loss=nonsaturating, the configured loss on log Z.
+        return adversarial_phases(self, Game(d_terms=d_terms,
+                                             feature_matching=p.g_loss == "feature_matching"))
 
 
 def load_classifier(run_dir: str | Path, device: str = "cpu") -> SGAN:

@@ -13,8 +13,9 @@ objective (seed 002 eq. 16, from the paper) is::
     min_G max_D  sum_r E_x[d_s^r(N, D(x))] - sum_r E_z[d_s^r(N, D(G(z)))],
 
 so D pushes real samples away from the north pole and fakes towards it, and G pulls its samples'
-moments up to the data's. The family implements this with its own phases:
-``d_loss = sum_r E_z[d^r(fake)] - sum_r E_x[d^r(real)]`` and ``g_loss = -sum_r E_z[d^r(fake)]``.
+moments up to the data's. The family plays it as the adversarial game over D's score
+``s(x) = sum_r d^r(x)`` (so every phase-level trick applies):
+``d_loss = E_z[s(fake)] - E_x[s(real)]`` and ``g_loss = -E_z[s(fake)]``.
 All distances are bounded by pi, which is the paper's point: no Lipschitz constraint (no weight
 clipping, gradient penalty or spectral norm) is needed, and none is applied — the family rejects
 ``loss.gp`` and ``loss.clip``. R = 3 moments, Adam lr 1e-4, betas (0, 0.9), one D step per G step;
@@ -28,18 +29,16 @@ derivative is infinite at the poles; for a stereographic point both equal
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..losses import AdversarialLoss
 from ..registry import MODELS
-from .base import Phase
+from .base import DView, Game, Phase, Terms, adversarial_phases
 from .wgan import LossVariantGAN, PairParams
-
-if TYPE_CHECKING:
-    from ..train.trainer import StepContext
 
 
 def inverse_stereographic(p: Tensor) -> Tensor:
@@ -59,14 +58,21 @@ def geodesic_moments(q: Tensor, moments: int) -> Tensor:
     return torch.stack([d.pow(r) for r in range(1, moments + 1)], 1)
 
 
-def sphere_d_loss(m_real: Tensor, m_fake: Tensor) -> Tensor:
-    """D maximises sum_r E[d^r(real)] - E[d^r(fake)] (eq. 16); minimise the negative."""
-    return m_fake.sum(1).mean() - m_real.sum(1).mean()
+def sphere_d_loss(s_real: Tensor, s_fake: Tensor) -> Tensor:
+    """D maximises sum_r E[d^r(real)] - E[d^r(fake)] (eq. 16); minimise the negative. ``s`` are
+    the per-sample moment sums ``sum_r d^r`` [N]."""
+    return s_fake.mean() - s_real.mean()
 
 
-def sphere_g_loss(m_fake: Tensor) -> Tensor:
+def sphere_g_loss(s_fake: Tensor) -> Tensor:
     """G minimises eq. 16; only the fake term depends on G."""
-    return -m_fake.sum(1).mean()
+    return -s_fake.mean()
+
+
+#: Eq. 16 on D's scores ``sum_r d^r``; no accuracy (the scores are distances, all >= 0)
+SPHERE_LOSS = AdversarialLoss("sphere", sphere_d_loss, sphere_g_loss, False,
+                              "SphereGAN geodesic moment matching, Park & Kwon 2019 eq. 16",
+                              threshold=None)
 
 
 class SphereCritic(nn.Module):
@@ -123,33 +129,17 @@ class SphereGAN(LossVariantGAN):
         self.D = SphereCritic(trunk)
         self.sphere_dim = n
 
-    def moments_of(self, D: nn.Module, x: Tensor) -> Tensor:
+    def d_forward(self, D: nn.Module, x: Tensor, c: Tensor | None = None) -> Tensor:
         """[N, R] geodesic moments of D's sphere points for a batch x."""
         return geodesic_moments(D(x), self.p.moments)
 
-    def discriminate(self, D: nn.Module, x: Tensor, c: Tensor | None = None) -> Tensor:
+    def d_score(self, out: Tensor, n: int) -> Tensor:
         """A scalar realness score per sample, ``sum_r d_s^r(N, D(x))``: [N]."""
-        return self.moments_of(D, x).sum(1)
+        return out.sum(1)
 
     def phases(self) -> list[Phase]:
-        def d_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
-            fake, _ = ctx.fake_for_d()
-            m_real = self.moments_of(ctx.D, ctx.real)  # [N, R]
-            m_fake = self.moments_of(ctx.D, fake.detach())  # [N, R]
-            loss = sphere_d_loss(m_real, m_fake)
-            stats = {
-                "loss/D": loss.detach(),
-                "D/real": m_real.detach().sum(1).mean(),
-                "D/fake": m_fake.detach().sum(1).mean(),
-                "sphere/dist_real": m_real.detach()[:, 0].mean(),  # first moment, in [0, pi]
-                "sphere/dist_fake": m_fake.detach()[:, 0].mean(),
-            }
-            return loss, stats
+        def d_terms(v: DView) -> tuple[Terms, dict[str, Tensor]]:
+            return {}, {"sphere/dist_real": v.out_real.detach()[:, 0].mean(),  # in [0, pi]
+                        "sphere/dist_fake": v.out_fake.detach()[:, 0].mean()}
 
-        def g_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
-            fake, _ = ctx.fake_for_g()
-            loss = sphere_g_loss(self.moments_of(ctx.D, fake))
-            return loss, {"loss/G": loss.detach()}
-
-        return [Phase("D", "D", d_step, repeat=self.cfg.optim.n_critic, makes_fake=True),
-                Phase("G", "G", g_step, uses_fake=True)]
+        return adversarial_phases(self, Game(d_terms=d_terms, loss=SPHERE_LOSS))

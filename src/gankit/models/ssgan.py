@@ -18,21 +18,18 @@ Networks are DCGAN's with a 4-unit rotation head on D's penultimate features.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..losses import clip_weights, get_loss
 from ..nn import spectral_norm_all
 from ..registry import MODELS
-from .base import ModelFamily, Phase, adversarial_phases, d_game_stats, with_gradient_penalty
+from ..tricks import d_layer_kwargs
+from .base import DView, Game, ModelFamily, Phase, Terms, adversarial_phases
 from .dcgan import DCDiscriminator, DCGANParams, DCGenerator
-
-if TYPE_CHECKING:
-    from ..train.trainer import StepContext
 
 N_ROT = 4  # 0, 90, 180, 270 degrees
 
@@ -61,15 +58,21 @@ class SSDiscriminator(nn.Module):
     """
 
     def __init__(self, channels: int, resolution: int, width: int, max_width: int,
-                 batchnorm: bool) -> None:
+                 batchnorm: bool, **tricks: Any) -> None:
         super().__init__()
-        self.body = DCDiscriminator(channels, resolution, width, max_width, batchnorm=batchnorm)
+        # ``tricks``: the D-layer tricks (dropout, minibatch stddev/discrimination) of the body
+        self.body = DCDiscriminator(channels, resolution, width, max_width, batchnorm=batchnorm,
+                                    **tricks)
         self.rotation = nn.Linear(self.body.head.in_features, N_ROT)
         nn.init.normal_(self.rotation.weight, 0.0, 0.02)
         nn.init.zeros_(self.rotation.bias)
 
+    def features(self, x: Tensor) -> Tensor:
+        """Per-sample penultimate features [N, F] (before the batch-statistics layers)."""
+        return self.body.features(x).flatten(1)
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.body.features(x).flatten(1)  # [N, F]
+        h = self.body.batch_layers(self.features(x))  # [N, F']
         return self.body.head(h), self.rotation(h)
 
 
@@ -95,12 +98,16 @@ class SSGAN(ModelFamily):
         p = self.p
         self.latent_dim = p.latent_dim
         self.G = DCGenerator(self.latent_dim, c, w, p.width, p.max_width)
-        self.D = SSDiscriminator(c, w, p.width, p.max_width, not p.spectral_norm)
+        self.D = SSDiscriminator(c, w, p.width, p.max_width, not p.spectral_norm,
+                                 **d_layer_kwargs(cfg))
         if p.spectral_norm:
             spectral_norm_all(self.D)
 
-    def discriminate(self, D: nn.Module, x: Tensor, c: Tensor | None = None) -> Tensor:
-        return D(x)[0].reshape(len(x))  # [N] real/fake score of upright images
+    def d_forward(self, D: nn.Module, x: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return D(x)  # (score [N, 1], rotation logits [N, 4])
+
+    def d_score(self, out: tuple[Tensor, Tensor], n: int) -> Tensor:
+        return out[0].reshape(n)  # [N] real/fake score of upright images
 
     def rotation_loss(self, D: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
         """Mean 4-way cross-entropy of D's rotation head over the 4N rotations of ``x``, and the
@@ -110,36 +117,15 @@ class SSGAN(ModelFamily):
         return F.cross_entropy(logits, r), (logits.detach().argmax(1) == r).float().mean()
 
     def phases(self) -> list[Phase]:
-        lc, p = self.cfg.loss, self.p
-        adv = get_loss(lc.name)
+        p = self.p
 
-        def d_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
-            fake, _ = ctx.fake_for_d()
-            d_real = self.discriminate(ctx.D, ctx.real)
-            d_fake = self.discriminate(ctx.D, fake.detach())
-            loss_adv = adv.d_loss(d_real, d_fake)
-            rot, acc = self.rotation_loss(ctx.D, ctx.real)  # real images only (eq. 14)
-            loss = loss_adv + p.beta * rot
-            stats = {"loss/D": loss.detach(), "loss/D/adv": loss_adv.detach(),
-                     "loss/D/rot": rot.detach(), "D/rot_acc": acc,
-                     **d_game_stats(d_real, d_fake)}
-            loss = with_gradient_penalty(self, ctx, fake, loss, stats)
-            return loss, stats
+        def d_terms(v: DView) -> tuple[Terms, dict[str, Tensor]]:
+            assert v.real_in is not None
+            rot, acc = self.rotation_loss(v.ctx.D, v.real_in)  # real images only (eq. 14)
+            return {"loss/D/rot": p.beta * rot}, {"D/rot_acc": acc}
 
-        def g_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
-            fake, _ = ctx.fake_for_g()
-            loss_adv = adv.g_loss(self.discriminate(ctx.D, fake))
-            rot, acc = self.rotation_loss(ctx.D, fake)
-            loss = loss_adv + p.alpha * rot
-            return loss, {"loss/G": loss.detach(), "loss/G/adv": loss_adv.detach(),
-                          "loss/G/rot": rot.detach(), "G/rot_acc": acc}
+        def g_terms(v: DView) -> tuple[Terms, dict[str, Tensor]]:
+            rot, acc = self.rotation_loss(v.ctx.D, v.fake_in)
+            return {"loss/G/rot": p.alpha * rot}, {"G/rot_acc": acc}
 
-        after = None
-        if lc.clip is not None:
-            clip = float(lc.clip)
-            after = lambda: clip_weights(self.D, clip)
-        phases = [Phase("D", "D", d_step, repeat=self.cfg.optim.n_critic, makes_fake=True,
-                        after_step=after)]
-        phases += [ph for ph in adversarial_phases(self) if ph.name == "D_reg"]  # lazy penalty
-        phases.append(Phase("G", "G", g_step, uses_fake=True))
-        return phases
+        return adversarial_phases(self, Game(d_terms=d_terms, g_terms=g_terms))
