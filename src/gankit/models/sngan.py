@@ -20,7 +20,20 @@ k - 1 times before its two constant-resolution blocks (CIFAR: 32 -> 8, as in the
 one block always runs. On points (toy mixtures, tabular data) the networks are the 'gan' MLPs with
 spectral normalisation on every layer of D.
 
-The residual blocks live here (single-file policy) until a third model needs them.
+Cost and how it is kept down. At the paper's widths the networks are large for 28x28 or 32x32
+data: G runs 256-channel 3x3 convolutions at full resolution and each step takes n_dis = 5 D
+steps, each with a fresh fake batch (a G forward), so one step costs about 150 times DCGAN's
+FLOPs; the time goes to convolutions (``benchmarks/family_speed.py``). That is the paper's
+architecture. What is not is computing it naively: a nearest-neighbour x2 up-sampling followed
+by a 3x3 convolution is one stride-2 transposed convolution with a 4x4 kernel
+(:class:`UpConv2d`), a 3x3 convolution followed by 2x2 average pooling is one stride-2 4x4
+convolution (:class:`ConvPool2d`), and 1x1 shortcut convolutions commute with nearest
+up-sampling and average pooling, so they run at the lower resolution. Each computes the same
+function from the same parameters (3x3 kernels, spectrally normalised as 3x3 kernels in D; same
+state-dict keys) with 16 instead of 36 multiply-adds per low-resolution pixel.
+
+The residual blocks live here (single-file policy) until a third model needs them; the two fused
+layers are in :mod:`gankit.nn.resample` (BEGAN's decoder uses :class:`UpConv2d` too).
 """
 
 from __future__ import annotations
@@ -33,12 +46,24 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..nn import conv_stages, spectral_norm_all
+from ..nn.resample import ConvPool2d, UpConv2d
 from ..registry import MODELS
 from .base import ModelFamily, Params
 from .gan import MLPDiscriminator, MLPGenerator, mlp_sizes
 
 
 class SNGANParams(Params):
+    """``model.*`` of sngan.
+
+    The widths are the paper's CIFAR-10 ResNet (Miyato et al. 2018, appendix: 256-channel G
+    blocks, 128-channel D blocks), kept for 28x28 data, which is about CIFAR's size (per image our
+    networks cost about 3/4 of the paper's 32x32 ones). They make sngan the costliest family per
+    step: on MNIST-5k, batch 64, a step (5 D steps, each with a fresh fake batch, then the G step)
+    is about 1.45 TFLOP, 150x DCGAN's, nearly all convolutions, about 4 img/s on one CPU thread
+    (``benchmarks/family_speed.py``). FLOPs scale with the square of the widths:
+    ``g_width=128, d_width=64`` costs a quarter (a departure from the paper, for quick CPU runs).
+    """
+
     arch: Literal["auto", "mlp", "resnet"] = "auto"  # auto: mlp for points, resnet for images
     latent_dim: int | None = None  # None: 128 (resnet, Miyato et al.), 2 (points)
     g_width: int = 256  # channels of every G block (CIFAR ResNet: 256)
@@ -61,19 +86,22 @@ def _init(conv: nn.Module, gain: float) -> nn.Module:
 
 
 class GBlock(nn.Module):
-    """Up-sampling residual block of G: [N, cin, s, s] -> [N, cout, 2s, 2s]."""
+    """Up-sampling residual block of G: [N, cin, s, s] -> [N, cout, 2s, 2s].
+
+    BN, ReLU, x2, conv3x3 (``c1``, fused with the up-sampling), BN, ReLU, conv3x3; shortcut x2,
+    conv1x1 (``sc``, run before the up-sampling, with which it commutes).
+    """
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
         self.bn1, self.bn2 = nn.BatchNorm2d(cin), nn.BatchNorm2d(cout)
-        self.c1 = _init(nn.Conv2d(cin, cout, 3, 1, 1), math.sqrt(2))
+        self.c1 = _init(UpConv2d(cin, cout), math.sqrt(2))
         self.c2 = _init(nn.Conv2d(cout, cout, 3, 1, 1), math.sqrt(2))
         self.sc = _init(nn.Conv2d(cin, cout, 1), 1.0)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = F.interpolate(F.relu(self.bn1(x)), scale_factor=2.0, mode="nearest")
-        h = self.c2(F.relu(self.bn2(self.c1(h))))
-        return h + self.sc(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        h = self.c2(F.relu(self.bn2(self.c1(F.relu(self.bn1(x))))))  # [N, cout, 2s, 2s]
+        return h + F.interpolate(self.sc(x), scale_factor=2.0, mode="nearest")
 
 
 class DBlock(nn.Module):
@@ -81,28 +109,25 @@ class DBlock(nn.Module):
 
     ``first``: the "optimised" input block (no pre-activation on the image; pool before the
     shortcut's 1x1 conv). The shortcut is a learnable 1x1 conv only where the shape changes.
+    Down-sampling: ``c2`` and the average pooling after it are one :class:`ConvPool2d`; the 1x1
+    shortcut conv and the pooling commute, so the pooling always runs first (as the paper does in
+    the first block only; the same function).
     """
 
     def __init__(self, cin: int, cout: int, down: bool, first: bool = False) -> None:
         super().__init__()
         self.down, self.first = down, first
         self.c1 = _init(nn.Conv2d(cin, cout, 3, 1, 1), math.sqrt(2))
-        self.c2 = _init(nn.Conv2d(cout, cout, 3, 1, 1), math.sqrt(2))
+        c2 = ConvPool2d(cout, cout) if down else nn.Conv2d(cout, cout, 3, 1, 1)
+        self.c2 = _init(c2, math.sqrt(2))
         self.sc = _init(nn.Conv2d(cin, cout, 1), 1.0) if (cin != cout or down or first) else None
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.c1(x if self.first else F.relu(x))
-        h = self.c2(F.relu(h))
-        if self.down:
-            h = F.avg_pool2d(h, 2)
-        s = x
-        if self.first:
-            s = self.sc(F.avg_pool2d(s, 2) if self.down else s)
-        else:
-            if self.sc is not None:
-                s = self.sc(s)
-            if self.down:
-                s = F.avg_pool2d(s, 2)
+        h = self.c2(F.relu(h))  # pooled when down
+        s = F.avg_pool2d(x, 2) if self.down else x
+        if self.sc is not None:
+            s = self.sc(s)
         return h + s
 
 
