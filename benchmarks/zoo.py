@@ -1356,23 +1356,40 @@ def analysis(js: dict[str, Any]) -> dict[str, str]:
         best = sorted(q["models"].items(), key=lambda kv: kv[1].get("fid", float("inf")))[:4]
         steps = {k: r.get("steps", 0) for k, r in q["models"].items()}
         best_s = ", ".join(f"`{k}` {r['fid']:.0f}" for k, r in best)
-        one = [steps[k] for k in ("infogan", "acgan", "fgan", "dcgan", "cgan", "sgan", "lsgan")
-               if k in steps]
+        one_d = ("infogan", "acgan", "fgan", "dcgan", "cgan", "sgan", "lsgan")
+        one = [steps[k] for k in one_d if k in steps]
         worse_s = ", ".join(f"`{k}`" for k in worse) or "none"
+        budget = q["settings"]["budget_cpu_s"]
+        fids = {k: r.get("fid", float("inf")) for k, r in q["models"].items()}
+        costly = [k for k in ("wgan", "wgan-gp", "sngan", "began", "ebgan", "unrolled")
+                  if k in steps]
+        cheap_best = [k for k, _ in best if k in one_d]
+        uncond = sorted((k for k in fids if k not in ("acgan", "cgan")), key=fids.get)
+        far = sorted((k for k in costly if fids[k] > 0.5 * noise), key=fids.get)
         A["quality"] = (
-            f"At {q['settings']['budget_cpu_s']:.0f} CPU seconds the ranking follows the cost of a "
-            "step as much as the method. The best FIDs "
-            f"({best_s}) belong to families with "
-            f"DCGAN networks and one D step per G step, which reach {min(one)}-{max(one)} steps; "
-            "`infogan` leads "
-            "because its generator's learning rate is 1e-3 (the paper's), 5x the others'. "
+            f"At {budget:.0f} CPU seconds the ranking follows the cost of a step as much as the "
+            f"method. The best FIDs ({best_s}) belong to families with DCGAN networks and one D "
+            f"step per G step ({', '.join(f'`{k}`' for k in cheap_best)}), which reach "
+            f"{min(one)}-{max(one)} steps; `acgan` and `cgan` are also told the class of every "
+            "sample, which the unconditional families must discover. Among the unconditional "
+            f"ones `{uncond[0]}` is first"
+            + (" (its generator's learning rate is 1e-3, the paper's, 5x the others')"
+               if uncond[0] == "infogan" else "") + ". "
             "Families that pay per step (5 critic steps: `wgan`, `wgan-gp`, `sngan`; an "
             "autoencoder D at full resolution: `began`, `ebgan`; 5 unrolled D updates: "
-            f"`unrolled`) reach {min(steps[k] for k in ('wgan-gp', 'sngan', 'began', 'ebgan', 'unrolled') if k in steps)}"
-            f"-{max(steps[k] for k in ('wgan', 'wgan-gp', 'sngan', 'began', 'ebgan', 'unrolled') if k in steps)} "
-            f"steps, and {worse_s} are still above uniform "
-            f"noise's FID ({noise:.0f}). This inverts the papers' ranking (WGAN-GP, SNGAN, BEGAN "
-            "beat DCGAN at convergence), which is about 10^5 steps on GPUs, not 30 CPU seconds. "
+            "`unrolled`) reach "
+            f"{min(steps[k] for k in costly)}-{max(steps[k] for k in costly)} steps"
+            + (" (a step costs "
+               + ", ".join(f"`{k}` {steps['dcgan'] / max(steps[k], 1):.0f}x"
+                           for k in sorted(costly, key=steps.get))
+               + " DCGAN's at this width; `sngan`, `began` and `ebgan` are FLOP-bound, "
+               "`benchmarks/results/family_speed.md`)" if "dcgan" in steps else "")
+            + (f"; {worse_s} are still above uniform noise's FID ({noise:.0f})" if worse else
+               f"; all are below uniform noise's FID ({noise:.0f})")
+            + (f", and {', '.join(f'`{k}` ({fids[k]:.0f})' for k in far)} remain above half of it"
+               if far else "") + ". "
+            "This inverts the papers' ranking (WGAN-GP, SNGAN, BEGAN beat DCGAN at convergence), "
+            f"which is about 10^5 steps on GPUs, not {budget:.0f} CPU seconds. "
             f"The MLP `gan` takes {steps.get('gan', 0)} steps, the most, but draws speckled digits. "
             "**Precision is unreliable here**: uniform noise gets precision "
             f"{q['reference']['noise']['precision']:.2f} with lenet features, because noise "
