@@ -43,7 +43,7 @@ Every training is single-threaded; ``--jobs 2`` runs two at once. The CPU-sized 
 (conv width 32 instead of 64) are stated in the report. The doctor (``train.doctor``) is off so
 that no run is rolled back or slowed by probes (``--doctor`` turns it on).
 
-    python benchmarks/zoo.py                      # the five sections: ~30 min on 2 cores, --jobs 2
+    python benchmarks/zoo.py                      # the five sections: ~45 min on 2 free cores, --jobs 2
     python benchmarks/zoo.py --only wgan          # one section; merged into the existing JSON
     python benchmarks/zoo.py --only diagnostics   # follow-ups of surprising rows (~5 min)
     python benchmarks/zoo.py --quick              # smoke run of a few minutes (to /tmp)
@@ -101,7 +101,7 @@ FULL: dict[str, Any] = {
     "modes_batch": 100,
     "modes_long_steps": 5000,  # the plain gan, constant vs linearly cooled learning rate
     "width": 32,  # conv families: channels of the first stage (DCGAN ngf/ndf), 64 by default
-    "budget": 30.0,  # CPU seconds of training per model in the quality section
+    "budget": 120.0,  # CPU seconds of training per model in the quality section
     "quality_batch": 64,
     "quality_n": 1000,
     "wgan_runs": {"wgan-gp": (500, 50), "wgan": (500, 50), "dcgan": (1000, 100)},  # steps, every
