@@ -219,8 +219,11 @@ def test_tricks_that_would_be_ignored_are_refused(name, tiny_points):
 
 @pytest.mark.slow
 def test_unrolling_prevents_mode_collapse_on_ring8():
-    """Metz et al. 2017 Fig. 2 in miniature (about 15 s on 2 CPU cores): after 300 steps the
-    plain GAN has collapsed towards one mode, the 5-step unrolled GAN spreads over all 8."""
+    """Metz et al. 2017 §3.1 / Fig. 1 in miniature, with the family's own point defaults (Adam
+    1e-3, batch 512; about 35 s on one thread): after 1,500 steps the plain GAN (K = 0) has
+    collapsed onto one mode, the 5-step unrolled GAN holds all 8 (measured, seed 0: >= 75
+    samples on each). Under the former defaults (lr 1e-4, batch 64) K = 5 had not left its
+    initial cloud after 1,000 steps (0 modes by this count, measured)."""
     ds = _toy("ring8", 4096, 0)
     covered = {}
     threads = torch.get_num_threads()
@@ -228,12 +231,14 @@ def test_unrolling_prevents_mode_collapse_on_ring8():
     try:
         for k in (0, 5):
             run = gankit.train("unrolled", ds, save=False, progress=False, overrides={
-                "model.unroll_steps": k, "train.steps": 300, "train.batch_size": 128,
-                "train.log_every": 100, "train.ema": False, "optim.lr_g": 1e-3,
-                "optim.lr_d": 1e-3})
-            x = run.generator.sample(2000, seed=0)
-            # within 15 sigma (0.15) of a centre: a coarse "near a mode" after a short training
-            stats = mode_stats(x, ds.info["centers"], ds.info["sigma"], n_sigma=15)
+                "model.unroll_steps": k, "train.steps": 1500, "train.log_every": 500,
+                "train.ema": False, "train.doctor": False})
+            o = run.cfg.optim
+            assert (o.lr_g, o.lr_d, run.cfg.train.batch_size) == (1e-3, 1e-3, 512)
+            x = run.generator.sample(2500, seed=0)
+            # >= 10 of 2,500 samples within 10 sigma (0.1) of a centre: "on the mode" after a
+            # short training (3-sigma precision needs ~4,000 steps: benchmarks/points_check.py)
+            stats = mode_stats(x, ds.info["centers"], ds.info["sigma"], n_sigma=10, min_count=10)
             covered[k] = stats["modes_covered"]
     finally:
         torch.set_num_threads(threads)

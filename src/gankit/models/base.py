@@ -63,6 +63,27 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def apply_data_defaults(cfg: Any, settings: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Set each ``cfg.<section>.<key>`` of ``settings`` that no config layer set; return them.
+
+    Data-dependent defaults: a family's ``defaults`` are applied before the data is known, so
+    keys whose default depends on it (images vs points) stay out of ``defaults`` and are filled
+    here, from ``ModelFamily.__init__`` (a family's ``data_defaults``), where the user's layers left them unset (pydantic's
+    ``model_fields_set``: a value given on the command line, in a config file or in
+    ``overrides`` always wins, even when it equals the built-in default). The resolved config,
+    saved as config.json before training, then records them, so resume/load rebuild the same
+    run.
+    """
+    applied: dict[str, Any] = {}
+    for sec, values in settings.items():
+        section = getattr(cfg, sec)
+        for key, value in values.items():
+            if key not in section.model_fields_set:
+                setattr(section, key, value)  # validated; marks the key as set (idempotent)
+                applied[f"{sec}.{key}"] = value
+    return applied
+
+
 class ModelFamily(nn.Module):
     """Base class of registered models.
 
@@ -87,6 +108,10 @@ class ModelFamily(nn.Module):
     Params: ClassVar[type[Params]] = Params
     defaults: ClassVar[dict[str, Any]] = {}
     needs_labels: ClassVar[bool] = False
+    # Config defaults that depend on the kind of data, {"images"|"points": {section: {key:
+    # value}}}: applied when the model is built to the keys no config layer set (the user's
+    # values win), and recorded in the saved config (apply_data_defaults).
+    data_defaults: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
     # D's logged scores (D/real, D/fake) are the scores of the configured loss.name; False for a
     # family that plays its own objective (EBGAN's energies), so the doctor does not read them
     # as logits.
@@ -130,6 +155,8 @@ class ModelFamily(nn.Module):
 
     def __init__(self, cfg: Config, info: dict[str, Any]) -> None:
         super().__init__()
+        kind = "images" if info.get("is_image") else "points"
+        apply_data_defaults(cfg, self.data_defaults.get(kind, {}))
         self.cfg = cfg
         self.info = info
         self.p = self.Params(**{k: v for k, v in cfg.model.items() if k != "name"})

@@ -29,13 +29,27 @@ norm running statistics) are passed to ``functional_call`` as clones, so the unr
 batch statistics like the real D step but never touch the real D's running averages.
 Penalties (``loss.gp``) and clipping act on the real D only; the surrogate uses ``loss.d_loss``.
 
-Networks. On points (the paper's 2-D mixture appendix and reference code): G is an MLP
-with 2 hidden layers of 128 ReLU units on a 256-d Gaussian latent; D has 1 hidden layer of 128
-ReLU units; weights orthogonal with gain 0.8; Adam lr 1e-4, beta1 0.5; the paper compares
-K = 0, 1, 5, 10 (K = 5 and 10 recover all 8 modes), with batch 512
-(``--set train.batch_size=512``). On images the DCGAN networks of :mod:`gankit.models.dcgan`.
+Networks. On points (the paper's Appendix A, "2D Gaussian training details", and §3.1/Fig. 1):
+G is an MLP with 2 hidden layers of 128 ReLU units on a 256-d Gaussian latent; D has 1 hidden
+layer of 128 ReLU units; weights orthogonal with gain 0.8; the paper compares K = 0, 1, 5, 10
+(K = 5 and 10 recover all 8 modes). On images the DCGAN networks of :mod:`gankit.models.dcgan`.
 The paper's 2-D runs use the saddle (minimax) objective; we default to the non-saturating
 generator loss (``--set loss.name=minimax`` for the paper's), any registered loss works.
+
+Optimiser and batch by data (:data:`UNROLLED_DATA_SETTINGS`, applied to the keys the user's
+config leaves unset). Images: Adam lr 1e-4, beta1 0.5 (Appendix A's optimiser), batch as
+configured. Points: Adam lr 1e-3 for G and D, beta1 0.5, batch 512. Appendix A's lr 1e-4
+goes with training for tens of thousands of alternating steps (the authors' notebook,
+poolio/unrolled_gan: batch 512, 25,000 iterations, lr 1e-3 for G and 1e-4 for D). At lr 1e-4
+a run of a few thousand steps never leaves the start: five unrolled Adam steps of 1e-4 barely
+move D, so the unrolled G gets nearly the plain GAN's gradient, and G is still one cloud (measured, ring8, batch 100, 2,000 steps: K = 5 covers 2.3/8 modes with 0.4 % of
+samples within 3 sigma, K = 0 collapses too). With lr 1e-3 on both (D at the notebook's 1e-4
+is outrun by a G at 1e-3: 0 modes, measured) and batch 512, K = 5 covers all 8 ring8 modes in
+2,000 steps (6-13 % of samples within 3 sigma; 19-33 % at 4,000 steps, 3 seeds) where K = 0
+collapses to 0-1 mode; on grid25 at 4,000 steps K = 5 covers 17.7/25 modes, K = 0 3.0/25
+(``benchmarks/points_check.py`` reruns these numbers). The batch matters for precision: ring8,
+seed 0, gave 7.5 % within 3 sigma after 5,000 steps at batch 100, 19 % / 33 % after 4,000
+steps at batch 256 / 512.
 Cost: each G step runs K extra D forward/backward passes (double backward with backprop).
 Under torchrun each process unrolls on its own share of the batch. With ``train.amp=fp16`` the
 surrogate's gradients are not loss-scaled and may underflow: prefer bf16. Phase-level
@@ -171,15 +185,30 @@ def unroll(D: nn.Module, d_loss: Callable[[dict[str, Tensor], dict[str, Tensor]]
     return params, buffers
 
 
+# Learning rates and batch by kind of data (module docstring): Appendix A's lr on images; on
+# points the rate and batch that reproduce the paper's 2-D result in a few thousand steps.
+UNROLLED_DATA_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
+    "images": {"optim": {"lr_g": 1e-4, "lr_d": 1e-4}},
+    "points": {"optim": {"lr_g": 1e-3, "lr_d": 1e-3}, "train": {"batch_size": 512}},
+}
+
+
 @MODELS.register("unrolled", description="unrolled GAN: G's loss against D unrolled K optimizer steps (Metz et al. 2017)")
 class UnrolledGAN(ModelFamily):
-    """Unrolled GAN (Metz et al. 2017); see the module docstring."""
+    """Unrolled GAN (Metz et al. 2017); see the module docstring.
+
+    ``optim.lr_g``/``lr_d`` and, on points, ``train.batch_size`` default by data
+    (:data:`UNROLLED_DATA_SETTINGS`); set them to override.
+    """
 
     Params = UnrolledParams
+    # lr_g, lr_d (and the batch on points) are not here: they depend on the data
     defaults: ClassVar[dict[str, Any]] = {
         "loss": {"name": "nonsaturating"},
-        "optim": {"lr_g": 1e-4, "lr_d": 1e-4, "betas_g": (0.5, 0.999), "betas_d": (0.5, 0.999)},
+        "optim": {"betas_g": (0.5, 0.999), "betas_d": (0.5, 0.999)},
     }
+
+    data_defaults = UNROLLED_DATA_SETTINGS
 
     def __init__(self, cfg: Any, info: dict[str, Any]) -> None:
         super().__init__(cfg, info)
