@@ -81,19 +81,25 @@ HERE = Path(__file__).resolve().parent
 SECTIONS = ("modes", "ssl", "conditional", "wgan", "quality")
 EXTRA_SECTIONS = ("diagnostics",)  # not in the default run: --only diagnostics (~5 min)
 # (label, model, data, steps, overrides): follow-ups of surprising mode-collapse rows, seed 0
+FORMER_WGANGP = {"loss.lambda_gp": 10.0, "optim.betas_g": [0.0, 0.9], "optim.betas_d": [0.0, 0.9]}
 DIAGNOSTICS = [
-    ("unrolled K=0", "unrolled", "ring8", 2000, {"model.unroll_steps": 0}),
-    ("unrolled K=5, 8000 steps", "unrolled", "ring8", 8000, {}),
-    ("wgan-gp, 6000 steps", "wgan-gp", "ring8", 6000, {}),
-    ("wgan-gp, no batch norm in G", "wgan-gp", "ring8", 3000, {"model.g_batchnorm": False}),
-    ("wgan-gp, hand-written loop", "wgan-gp", "ring8", 3000, {}),
+    ("unrolled K=0", "unrolled", "ring8", 2000, {"model.unroll_steps": 0, "train.batch_size": 512}),
+    ("unrolled K=5, 4000 steps", "unrolled", "ring8", 4000, {"train.batch_size": 512}),
+    ("unrolled K=5, batch 100", "unrolled", "ring8", 2000, {}),
+    ("unrolled K=5, lr 1e-4", "unrolled", "ring8", 2000,
+     {"train.batch_size": 512, "optim.lr_g": 1e-4, "optim.lr_d": 1e-4}),
+    ("wgan-gp, image settings", "wgan-gp", "ring8", 2000, FORMER_WGANGP),
+    ("wgan-gp, image settings, hand-written loop", "wgan-gp", "ring8", 2000, FORMER_WGANGP),
+    ("wgan-gp, no batch norm in G", "wgan-gp", "ring8", 2000, {"model.g_batchnorm": False}),
     ("wgan, 2000 steps", "wgan", "ring8", 2000, {}),
 ]
 
 # -- settings ------------------------------------------------------------------------------------
 FULL: dict[str, Any] = {
     "modes_models": [("gan", "gan", {}), ("wgan", "wgan", {}), ("wgan-gp", "wgan-gp", {}),
-                     ("lsgan", "lsgan", {}), ("unrolled", "unrolled", {}),
+                     ("lsgan", "lsgan", {}),
+                     # its own point batch (Metz et al.'s notebook), not the shared 100
+                     ("unrolled", "unrolled", {"train.batch_size": 512}),
                      ("gan+mbd", "gan", {"tricks.minibatch_discrimination": 5})],
     "modes_data": ["ring8", "grid25"],
     "modes_steps": 2000,
@@ -125,7 +131,7 @@ QUICK: dict[str, Any] = {
     "cond_steps": 60,
 }
 # Rough CPU seconds per generator step on this machine (one thread), for scheduling only.
-STEP_COST = {"gan": 0.012, "wgan": 0.028, "wgan-gp": 0.038, "lsgan": 0.011, "unrolled": 0.011,
+STEP_COST = {"gan": 0.012, "wgan": 0.028, "wgan-gp": 0.038, "lsgan": 0.011, "unrolled": 0.05,
              "gan+mbd": 0.015}
 
 
@@ -557,7 +563,8 @@ def build_tasks(sections: list[str], S: dict[str, Any], base: dict[str, Any]) ->
                 for seed in range(S["modes_seeds"]):
                     tasks.append({"kind": "modes", "section": "modes", "data": data, "label": label,
                                   "model": model, "overrides": over, "seed": seed,
-                                  "steps": S["modes_steps"], "batch": S["modes_batch"], "base": base,
+                                  "steps": S["modes_steps"], "base": base,
+                                  "batch": None if "train.batch_size" in over else S["modes_batch"],
                                   "cost": S["modes_steps"] * STEP_COST.get(label, 0.02)})
             for label, cool in (("gan (long, cooled lr)", True),):
                 for seed in range(S["modes_seeds"]):
@@ -572,7 +579,8 @@ def build_tasks(sections: list[str], S: dict[str, Any], base: dict[str, Any]) ->
             kind = "hand-wgangp" if "hand-written" in label else "modes"
             tasks.append({"kind": kind, "section": "diagnostics", "data": data, "label": label,
                           "model": model, "overrides": over, "seed": 0, "steps": steps,
-                          "batch": S["modes_batch"], "base": base, "log_every": max(steps // 6, 1),
+                          "batch": None if "train.batch_size" in over else S["modes_batch"],
+                          "base": base, "log_every": max(steps // 6, 1),
                           "cost": steps * STEP_COST.get(model, 0.02)})
     if "ssl" in sections:
         for seed in range(S["ssl_seeds"]):  # the seed also draws the 100 labelled images
@@ -891,37 +899,38 @@ def why(js: dict[str, Any], label: str) -> str:
                 f"counts ({m('grid25/wgan', q='modes'):.1f} vs {m('grid25/gan', q='modes'):.1f} "
                 f"modes, {m('grid25/wgan'):.1f}% vs {m('grid25/gan'):.1f}% HQ).")
     if label == "wgan-gp":
-        txt = ("Its critic never gets ahead of the generator in this setting, so G gets no "
-               "consistent direction and wanders as a cloud (zoo_modes.png). ")
+        txt = ("On points the family uses the settings of Gulrajani et al.'s released toy code "
+               "(lambda = 0.1, Adam betas (0.5, 0.9)); their Algorithm 1's image settings "
+               "(lambda = 10, beta1 = 0) fail here: the critic's loss is in the data's units "
+               "(~0.1 on the ring) while the penalty is not, so at lambda = 10 the penalty holds "
+               "the critic at unit slope everywhere, it cannot shape level sets around the modes, "
+               "and G wanders as a cloud. ")
         dg = js.get("diagnostics", {})
 
         def est(label: str) -> list[float]:
             return [h["wasserstein/estimate"] for h in dg.get(label, {}).get("history", [])
                     if isinstance(h.get("wasserstein/estimate"), (int, float))]
 
-        e6, enb, eh = est("wgan-gp, 6000 steps"), est("wgan-gp, no batch norm in G"), \
-            est("wgan-gp, hand-written loop")
-        if e6:
-            txt += ("In the diagnostics below, the logged estimate E[D(real)] - E[D(fake)], "
-                    f"measured before each critic step, averages {statistics.mean(e6):+.2f} over a "
-                    "6,000-step run (negative: G's samples score *higher* than the data)")
-            if eh:
-                txt += (f"; a hand-written WGAN-GP loop with the same networks and settings gives "
-                        f"{statistics.mean(eh):+.2f}, so the Trainer is not the cause")
-            if enb:
-                txt += (f"; without batch norm in G the estimate is {statistics.mean(enb):+.2f} on "
-                        f"average and G ends with {d('wgan-gp, no batch norm in G', q='modes'):.0f} "
-                        "modes")
+        old_l, hand_l = "wgan-gp, image settings", "wgan-gp, image settings, hand-written loop"
+        if not math.isnan(d(old_l, q="modes")):
+            txt += (f"With the image settings on ring8 (diagnostics, seed 0, 2,000 steps) it covers "
+                    f"{d(old_l, q='modes'):.0f} mode(s) with {d(old_l):.1f}% HQ")
+            if est(old_l):
+                txt += (f" and its logged estimate E[D(real)] - E[D(fake)] averages "
+                        f"{statistics.mean(est(old_l)):+.2f} (negative: G's samples score higher "
+                        "than the data)")
+            if not math.isnan(d(hand_l, q="modes")):
+                txt += (f"; a hand-written loop with the same settings gives "
+                        f"{d(hand_l, q='modes'):.0f} mode(s), {d(hand_l):.1f}% HQ, so the Trainer "
+                        "is not the cause")
             txt += ". "
-        if not math.isnan(d("wgan-gp 6000 steps", q="modes")):
-            txt += (f"Training longer does not help: 6,000 steps give {d('wgan-gp 6000 steps', q='modes'):.0f} "
-                    f"mode(s), {d('wgan-gp 6000 steps'):.2f}% HQ (ring8, seed 0). ")
-        txt += ("The family's defaults are Gulrajani et al.'s image settings (Adam 1e-4, beta1 = 0, "
-                "5 critic steps, lambda = 10); their 2-D toy runs used wider networks, batch 256 and "
-                "about 100,000 generator steps. On grid25 it spreads over more modes than the GAN "
-                f"({m('grid25/wgan-gp', q='modes'):.1f} vs {m('grid25/gan', q='modes'):.1f}) but "
-                f"with half the HQ fraction ({m('grid25/wgan-gp'):.1f}% vs {m('grid25/gan'):.1f}%). "
-                "Not tuned here, on purpose: the row shows what the defaults do.")
+        nb = "wgan-gp, no batch norm in G"
+        if not math.isnan(d(nb, q="modes")):
+            txt += (f"Batch norm in G helps: without it {d(nb, q='modes'):.0f} modes, "
+                    f"{d(nb):.1f}% HQ. ")
+        txt += (f"On grid25 it covers {m('grid25/wgan-gp', q='modes'):.1f} modes with "
+                f"{m('grid25/wgan-gp'):.1f}% HQ against the GAN's "
+                f"{m('grid25/gan', q='modes'):.1f} / {m('grid25/gan'):.1f}%.")
         return txt
     if label == "lsgan":
         return ("On ring8 it is within seed noise of the GAN (HQ std over seeds is about 8-9 "
@@ -931,18 +940,30 @@ def why(js: dict[str, Any], label: str) -> str:
                 f"half the modes at 2,000 steps, it is ahead ({m('grid25/lsgan', q='modes'):.1f} vs "
                 f"{m('grid25/gan', q='modes'):.1f} modes).")
     if label == "unrolled":
-        txt = ("The points setting of `unrolled` is Metz et al.'s appendix, not the `gan` rows' "
-               "networks: G 2 x 128, D 1 x 128 ReLU, a 256-d latent, orthogonal init, Adam 1e-4 "
-               "(half the GAN's rate). After 2,000 steps its generator is still one cloud. ")
+        txt = ("The points setting of `unrolled` is Metz et al.'s appendix networks (G 2 x 128, "
+               "D 1 x 128 ReLU, a 256-d latent, orthogonal init) with the authors' notebook's "
+               "batch 512 and Adam 1e-3 for both players, so its rows use batch 512, not 100. ")
         if not math.isnan(d("unrolled K=0", q="modes")):
-            txt += (f"The networks, not the unrolling, are the bottleneck: with unrolling off "
-                    f"(K = 0) the same networks give {d('unrolled K=0', q='modes'):.0f} mode(s), "
-                    f"{d('unrolled K=0'):.2f}% HQ; with K = 5 and 8,000 steps they spread over "
-                    f"{d('unrolled K=5, 8000 steps', q='modes'):.0f} modes but with "
-                    f"{d('unrolled K=5, 8000 steps'):.1f}% HQ (ring8, seed 0). ")
+            txt += (f"Unrolling is what spreads it: with K = 0 the same networks collapse to "
+                    f"{d('unrolled K=0', q='modes'):.0f} mode(s), {d('unrolled K=0'):.1f}% HQ "
+                    "(ring8, seed 0, 2,000 steps)")
+            if not math.isnan(d("unrolled K=5, 4000 steps", q="modes")):
+                txt += (f"; K = 5 for 4,000 steps gives "
+                        f"{d('unrolled K=5, 4000 steps', q='modes'):.0f} modes, "
+                        f"{d('unrolled K=5, 4000 steps'):.1f}% HQ")
+            txt += ". "
+        if not math.isnan(d("unrolled K=5, lr 1e-4", q="modes")):
+            txt += (f"The appendix's lr 1e-4 is too slow for a run this short: "
+                    f"{d('unrolled K=5, lr 1e-4', q='modes'):.0f} mode(s), "
+                    f"{d('unrolled K=5, lr 1e-4'):.1f}% HQ after 2,000 steps (five unrolled steps "
+                    "of 1e-4 barely move D, so G gets the plain GAN's gradient). ")
+        if not math.isnan(d("unrolled K=5, batch 100", q="modes")):
+            txt += (f"The batch sets the precision: at batch 100 it covers "
+                    f"{d('unrolled K=5, batch 100', q='modes'):.0f} modes with "
+                    f"{d('unrolled K=5, batch 100'):.1f}% HQ. ")
         txt += ("VEEGAN's Table 1 shows the same trade: the unrolled GAN covers most modes "
-                "with few HQ samples (7.6 modes, 35.6% on the ring; 16% on the grid), after many "
-                "more steps than here.")
+                "with fewer HQ samples than the GAN (7.6 modes, 35.6% on the ring; 16% on the "
+                "grid), after many more steps than here.")
         return txt
     if label == "gan+mbd":
         return ("On ring8 the plain GAN already covers ~7 of 8 modes at 2,000 steps, so there is "
@@ -982,7 +1003,7 @@ def render(js: dict[str, Any], meta: dict[str, Any]) -> str:
               (f"PacGAN protocol: 2,500 samples from G, high quality (HQ) = within 3 sigma of the "
               f"nearest centre (sigma 0.01 on ring8, 0.05 on grid25), a mode is covered with >= 1 HQ "
               f"sample; KL = KL(HQ samples over modes || uniform). {st['seeds']} seeds, "
-              f"{st['steps']} generator steps, batch {st['batch']}, each family's default "
+              f"{st['steps']} generator steps, batch {st['batch']} (`unrolled`: 512, its point default), each family's default "
               f"optimiser (mean ± std over seeds). The same run is evaluated with the raw G and "
               f"with its EMA (decay 0.999, the trainer's default; G's training is identical)."), ""]
         for data in ("ring8", "grid25"):
