@@ -926,8 +926,10 @@ def why(js: dict[str, Any], label: str) -> str:
             txt += ". "
         nb = "wgan-gp, no batch norm in G"
         if not math.isnan(d(nb, q="modes")):
-            txt += (f"Batch norm in G helps: without it {d(nb, q='modes'):.0f} modes, "
-                    f"{d(nb):.1f}% HQ. ")
+            txt += (f"Without batch norm in G it covers {d(nb, q='modes'):.0f} modes with "
+                    f"{d(nb):.1f}% HQ from G but {d(nb, 'G_ema', 'modes'):.0f} modes with "
+                    f"{d(nb, 'G_ema'):.1f}% HQ from its EMA (seed 0; the EMA averages out G's "
+                    "jitter around the modes). ")
         txt += (f"On grid25 it covers {m('grid25/wgan-gp', q='modes'):.1f} modes with "
                 f"{m('grid25/wgan-gp'):.1f}% HQ against the GAN's "
                 f"{m('grid25/gan', q='modes'):.1f} / {m('grid25/gan'):.1f}%.")
@@ -1249,7 +1251,7 @@ def render(js: dict[str, Any], meta: dict[str, Any]) -> str:
 def render_diagnostics(dg: dict[str, Any]) -> list[str]:
     """The follow-up runs (``--only diagnostics``): one seed each, ring8, same protocol."""
     L = ["### Diagnostics of surprising rows (`python benchmarks/zoo.py --only diagnostics`)", "",
-         ("One seed (0), ring8, batch 100, same protocol. `estimate` is the logged critic "
+         ("One seed (0), ring8, batch 100 (the `unrolled` rows 512 unless named), same protocol. `estimate` is the logged critic "
          "estimate E[D(real)] - E[D(fake)] (mean over each logging interval, measured before "
          "each critic step); a critic that is ahead of the generator keeps it positive."), "",
          "| run | steps | modes | % HQ | modes (G_ema) | % HQ (G_ema) | `wasserstein/estimate` over training |",
@@ -1366,9 +1368,10 @@ def analysis(js: dict[str, Any]) -> dict[str, str]:
             "Caveats: 10 evaluation points per run, one seed, and short runs in which FID falls "
             "almost monotonically, so two curves that both fall over time get |rho| near 1 over "
             "the whole run; the correlation of consecutive changes is the stricter test, and with "
-            "9 changes its p-values are large. On the 2-D mixtures the same WGAN-GP critic never "
-            "got ahead of its generator (diagnostics in section 1): the estimate is only "
-            "meaningful when the critic is near its optimum.")
+            "9 changes its p-values are large. On the 2-D mixtures, with these image settings "
+            "(lambda = 10) the WGAN-GP critic never got ahead of its generator and its estimate "
+            "was negative (diagnostics in section 1): the estimate is only meaningful when the "
+            "critic is near its optimum.")
         A["wgan"] = txt
     q = js.get("quality", {})
     if q.get("models") and q.get("reference"):
@@ -1424,23 +1427,21 @@ def analysis(js: dict[str, Any]) -> dict[str, str]:
 # Problems found while building this benchmark (not detectable from the results alone).
 PROBLEMS_TEXT = """Found by hand while building and running this benchmark:
 
-- **`gankit.registry.FEATURES` is empty in a fresh process** until `gankit.metrics` is imported:
-  `python -c "from gankit.registry import FEATURES; FEATURES.get('lenet-mnist')"` raises
-  `ConfigError: unknown feature extractor 'lenet-mnist'; choices: ` (an empty list). `import
-  gankit` does not register the extractors. The first smoke run of this script crashed `acgan`'s
-  conditional task on it (a fresh worker process); the script now imports `gankit.metrics` first.
+- **FIXED: `gankit.registry.FEATURES` was empty in a fresh process** until `gankit.metrics` was
+  imported (`FEATURES.get('lenet-mnist')` raised "unknown feature extractor"; the first smoke run
+  of this script crashed `acgan`'s conditional task on it). Registries now import the module
+  that fills them on first lookup.
 - **Precision with `lenet-mnist` rewards noise**: uniform noise scores precision 1.00, recall
   0.00 against the MNIST-5k training images (section 5), so precision is near 1 for every
   untrained generator. Reproduce: `python benchmarks/eval_table.py` (its noise row) or
   `from gankit.metrics import precision_recall` on lenet features of `torch.rand(1000, 1, 28,
   28) * 2 - 1`.
-- **WGAN-GP's critic loses on ring8**: the logged `wasserstein/estimate` stays negative (G's
-  samples score higher than the data before the critic steps; diagnostics table in section 1),
-  and the hand-written WGAN-GP loop of the diagnostics, with the same networks and optimiser,
-  behaves the same, so it is the family's defaults on this data, not the Trainer. Reproduce:
-  `gankit train wgan-gp --data ring8 --steps 3000 --batch-size 100 --set train.log_every=500
-  --set train.doctor=false --out /tmp/wgp` and read `wasserstein/estimate` in
-  `/tmp/wgp/metrics.jsonl`.
+- **FIXED: WGAN-GP's critic lost on ring8**: with Algorithm 1's image settings (lambda = 10,
+  beta1 = 0) the logged `wasserstein/estimate` stayed negative and G wandered as a cloud, in the
+  Trainer and in a hand-written loop alike. `wgan-gp` now defaults to the authors' toy-code
+  settings on points (lambda = 0.1, betas (0.5, 0.9); `ModelFamily.data_defaults`); the old
+  behaviour is the diagnostics row "wgan-gp, image settings". Likewise `unrolled` now defaults
+  to Adam 1e-3 and batch 512 on points (its row "K=5, lr 1e-4" shows the old setting).
 - **`train.doctor` is on by default** (`config.py`): every run gets sample probes every 250
   steps and may be rolled back with lower learning rates on divergence, which changes the cost
   and possibly the result of a benchmark run; every run here sets `train.doctor=false`
