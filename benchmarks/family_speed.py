@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from overhead import matmul_peak  # benchmarks/overhead.py (this directory is on sys.path)
 
 from gankit.config import parse_overrides, resolve_config
 from gankit.data import Dataset, load_data
@@ -113,18 +114,6 @@ def profile_table(tr: Trainer, steps: int, top: int = 10) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
 
 
-def matmul_peak(n: int = 1024, reps: int = 10) -> float:
-    """Measured fp32 matmul GFLOP/s (best of ``reps``) with the current thread setting."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
-
-
 def measure(entries: list[Entry], ds: Dataset, *, batch: int = 64, steps: int = 20,
             warmup: int = 2, rounds: int = 3, max_seconds: float = 60.0,
             profile_steps: int = 0, log: bool = True) -> None:
@@ -191,7 +180,7 @@ def main() -> None:
     entries = [parse_spec(s) for s in a.models]
     measure(entries, ds, batch=a.batch, steps=a.steps, warmup=a.warmup, rounds=a.rounds,
             max_seconds=a.max_seconds, profile_steps=a.profile_steps if a.profile else 0)
-    peak = matmul_peak()
+    peak = matmul_peak(1024)  # overhead.py's measurement, same thread setting
     res = ds.describe()
     title = (f"# Training speed per family ({a.data}, {'x'.join(map(str, res['shape']))}, "
              f"batch {a.batch})")
