@@ -2,7 +2,8 @@
 training uses :func:`gankit.models.base.adversarial_phases` — every built-in family does: those
 with auxiliary heads or their own objective (SGAN, ACGAN, InfoGAN, SSGAN, BEGAN, EBGAN,
 SphereGAN) extend that game through :class:`gankit.models.base.Game` instead of writing their
-own phases.
+own phases. The exception is ``unrolled``: its G loss runs against a functional copy of D
+unrolled on D's plain loss, which the tricks would not reach, so it refuses them.
 
 The seeds collect them as best practices: seed 000/001 §3.5 "Improving GANs" and Box 4 (feature
 matching, minibatch discrimination, one-sided label smoothing, update schedules), deck 003
