@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from .errors import ConfigError
@@ -25,9 +25,14 @@ def did_you_mean(name: str, choices: list[str]) -> str:
 
 @dataclass(frozen=True)
 class Entry(Generic[T]):
+    """A registered object, its one-line description and its metadata (e.g. a dataset's kind,
+    classes, fitting feature extractor and metrics; read by whoever needs them, so no module
+    keeps lists of names)."""
+
     name: str
     obj: T
     description: str
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 class Registry(Generic[T]):
@@ -46,14 +51,16 @@ class Registry(Generic[T]):
 
             importlib.import_module(mod)
 
-    def register(self, name: str, obj: T | None = None, *, description: str = "") -> Any:
-        """Register ``obj`` under ``name``; usable as a decorator when ``obj`` is omitted."""
+    def register(self, name: str, obj: T | None = None, *, description: str = "",
+                 meta: dict[str, Any] | None = None) -> Any:
+        """Register ``obj`` under ``name`` (with optional ``meta``data); usable as a decorator
+        when ``obj`` is omitted."""
 
         def add(o: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
             desc = description or ((getattr(o, "__doc__", None) or "").strip().splitlines() or [""])[0]
-            self._entries[name] = Entry(name, o, desc)
+            self._entries[name] = Entry(name, o, desc, dict(meta or {}))
             return o
 
         if obj is not None:

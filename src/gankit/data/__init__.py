@@ -14,7 +14,17 @@ from . import builtin  # noqa: F401  (registers the built-ins)
 from .base import Dataset
 from .files import load_arrays, load_image_folder
 
-__all__ = ["DATASETS", "Dataset", "load_data"]
+__all__ = ["DATASETS", "Dataset", "dataset_meta", "load_data"]
+
+
+def dataset_meta(name: str) -> dict:
+    """The registry metadata of a built-in dataset (``{}`` for a user's folder or file).
+
+    Keys: ``kind`` (images, points, paired, unpaired), ``classes`` (names), ``features`` (the
+    feature extractor that fits the data), ``metrics`` (the default evaluation), ``probe`` (what
+    the doctor's sample probes measure: digits, toy, images, points).
+    """
+    return dict(DATASETS.entry(name).meta) if name in DATASETS else {}
 
 
 def load_data(spec: str, *, image_size: int | None = None, channels: int | None = None,
@@ -26,12 +36,13 @@ def load_data(spec: str, *, image_size: int | None = None, channels: int | None 
     """
     if spec in DATASETS:
         ds = DATASETS.get(spec)(seed=seed)
+        ds.info = {**dataset_meta(spec), **ds.info}
         if image_size is not None and ds.is_image and image_size != ds.resolution:
             from .files import resize_images
 
-            ds.x = resize_images(ds.x, image_size)
-            if ds.x_test is not None:
-                ds.x_test = resize_images(ds.x_test, image_size)
+            for key in ("x", "x_test", "a", "a_test"):
+                if getattr(ds, key) is not None:
+                    setattr(ds, key, resize_images(getattr(ds, key), image_size))
         return ds
     path = Path(spec).expanduser()
     if path.is_dir():

@@ -3,20 +3,34 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from ..errors import DataError
 
+#: What a dataset holds, as its ``info["kind"]``: single samples (images or points), aligned
+#: pairs ``a[i] -> x[i]`` (pix2pix), or two domains drawn independently (CycleGAN).
+KINDS = ("images", "points", "paired", "unpaired")
+
 
 @dataclass
 class Dataset:
-    """Training data held as one tensor.
+    """Training data held as tensors.
 
     ``x`` is ``[N, C, H, W]`` float in [-1, 1] for images or ``[N, D]`` float for points (toy
     2-D mixtures, tabular data); ``y`` is ``int64 [N]`` or ``None``. ``x_test``/``y_test`` hold a
     fixed held-out split where the dataset defines one (used by metrics, never for training).
-    ``info`` carries dataset-specific facts (mode centres and sigma for the toy mixtures).
+
+    Image-to-image data adds a source domain ``a`` (and ``a_test``): with ``pairing="paired"``,
+    ``a[i]`` is the input whose translation is ``x[i]`` (pix2pix's aligned pairs); with
+    ``pairing="unpaired"`` the two domains are independent sets of any sizes (CycleGAN). ``x`` is
+    always the target domain, so every metric of generated images compares against ``x``.
+
+    ``info`` carries the dataset's metadata (from its registry entry for built-ins, see
+    :func:`gankit.data.dataset_meta`): ``kind``, ``classes``, the ``features`` extractor and
+    default ``metrics`` that fit it, the doctor's ``probe`` kind, and facts such as the mode
+    centres and sigma of the toy mixtures.
     """
 
     name: str
@@ -26,11 +40,30 @@ class Dataset:
     x_test: torch.Tensor | None = None
     y_test: torch.Tensor | None = None
     info: dict = field(default_factory=dict)
+    a: torch.Tensor | None = None
+    a_test: torch.Tensor | None = None
+    pairing: str | None = None  # None, "paired" or "unpaired"
 
     def __post_init__(self) -> None:
         validate_tensors(self.name, self.x, self.y, self.num_classes)
         if self.x_test is not None:
             validate_tensors(self.name + " (test split)", self.x_test, self.y_test, self.num_classes)
+        if self.pairing not in (None, "paired", "unpaired"):
+            raise DataError(f"{self.name}: pairing must be None, 'paired' or 'unpaired', got "
+                            f"{self.pairing!r}")
+        if (self.a is None) != (self.pairing is None):
+            raise DataError(f"{self.name}: a source domain 'a' and a pairing go together")
+        for a, x, split in ((self.a, self.x, ""), (self.a_test, self.x_test, " (test split)")):
+            if a is None:
+                continue
+            validate_tensors(f"{self.name} (domain a{split})", a, None, 0)
+            if x is not None and a.dim() != x.dim():
+                raise DataError(f"{self.name}: domain a{split} is {tuple(a.shape)}, domain x "
+                                f"{tuple(x.shape)}")
+            if self.pairing == "paired" and x is not None and len(a) != len(x):
+                raise DataError(f"{self.name}{split}: {len(a)} inputs but {len(x)} targets; "
+                                f"paired data needs one of each per pair")
+        self.info.setdefault("kind", self.pairing or ("images" if self.is_image else "points"))
 
     @property
     def is_image(self) -> bool:
@@ -49,18 +82,28 @@ class Dataset:
     def resolution(self) -> int:
         return int(self.x.shape[-1]) if self.is_image else 0
 
+    @property
+    def kind(self) -> str:
+        return str(self.info["kind"])
+
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """Plain facts saved into the run's config so a run can be rebuilt without the data."""
-        return {
+        d: dict[str, Any] = {
             "name": self.name,
             "n": len(self),
             "shape": list(self.shape),
             "num_classes": self.num_classes,
             "is_image": self.is_image,
+            "kind": self.kind,
         }
+        if self.a is not None:
+            d["pairing"] = self.pairing
+            d["a_shape"] = list(self.a.shape[1:])
+            d["n_a"] = len(self.a)
+        return d
 
 
 def validate_tensors(name: str, x: torch.Tensor, y: torch.Tensor | None, num_classes: int) -> None:

