@@ -20,7 +20,7 @@ from gankit.errors import ConfigError
 from gankit.losses import get_loss
 from gankit.models import get_family
 from gankit.models.infogan import info_nll
-from gankit.models.sgan import choose_labelled, load_classifier, real_logit
+from gankit.models.sgan import choose_labelled, real_logit
 from gankit.models.ssgan import rotate4
 from gankit.train.trainer import Trainer
 
@@ -114,7 +114,7 @@ def test_sgan_subset_is_checkpointed_and_kept_on_resume(tiny_images, tmp_path):
     g = gankit.load(run.run_dir)
     with pytest.raises(ConfigError):
         g.sample(2, labels=0)
-    clf = load_classifier(run.run_dir)
+    clf = gankit.load(run.run_dir).model
     assert not clf.training and clf.classify(tiny_images.x[:5]).shape == (5, 3)
     assert torch.equal(clf.labelled_idx, planted)
     assert torch.equal(clf.D.classes.weight, run2.model.D.classes.weight)

@@ -1,10 +1,9 @@
-"""The Python API: ``train``, ``resume``, ``load``. The CLI is a thin layer over these."""
+"""The Python API: ``train``, ``resume``, ``load``, ``evaluate_run``. The CLI is a thin layer
+over these."""
 
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,78 +12,107 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import __version__
 from .config import Config, load_config_file, parse_overrides, resolve_config
 from .data import Dataset, load_data
 from .errors import CheckpointError, ConfigError, Interrupted
 from .models import ModelFamily, get_family
+from .models.base import CAPABILITIES
 from .models.custom import GAN
+from .rundir import RunDir
 from .train import checkpoint as ckpt
-from .train.callbacks import Evaluator, MetricsLogger, SampleGrids, read_metrics
+from .train.callbacks import Evaluator, MetricsLogger, SampleGrids, evaluate_model
 from .train.distributed import init_distributed
-from .train.trainer import Callback, Trainer, pick_device
+from .train.trainer import Callback, FamilyBuffers, Trainer, pick_device
+
+#: ``weights=`` choices of :func:`load` (and the legacy names they replace).
+WEIGHTS = {"ema": "ema", "raw": "raw", "best": "best", "G_ema": "ema", "G": "raw"}
 
 
-class Sampler:
-    """A trained generator: ``sample(n, seed=, labels=, truncation=)``."""
+class TrainedModel:
+    """A trained model of any family, ready for what its family can do.
 
-    def __init__(self, model: ModelFamily, G: nn.Module, device: torch.device) -> None:
+    ``sample``, ``translate``, ``log_prob``, ``encode``, ``decode``, ``score``, ``attribute`` and
+    ``segment`` dispatch to the family's capability of the same name; one the family lacks is a
+    one-line :class:`~gankit.models.base.CapabilityError`. Results come back on the CPU. Sampling
+    and translation are reproducible with ``seed``; without one they draw fresh entropy (torch's
+    global generator is never reseeded). ``model`` is the family module itself (all networks).
+    """
+
+    def __init__(self, model: ModelFamily, device: torch.device,
+                 nets: dict[str, nn.Module] | None = None) -> None:
         self.model = model
-        self.G = G.eval()
         self.device = device
+        self.nets = nets or {}  # substitutes (a live run's EMA copies)
+
+    def __repr__(self) -> str:
+        return (f"TrainedModel({self.model.name}, capabilities: "
+                f"{', '.join(sorted(self.capabilities))})")
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return self.model.capabilities
 
     @property
     def conditional(self) -> bool:
         return self.model.conditional
 
-    @torch.inference_mode()
+    @property
+    def G(self) -> nn.Module:
+        """The generator (its EMA copy during a live run)."""
+        return self.nets.get("G", getattr(self.model, "G", None))
+
     def sample(self, n: int, *, seed: int | None = None, labels: Any = None,
-               truncation: float | None = None, batch_size: int = 500) -> Tensor:
-        """``n`` samples on the CPU: images ``[n, C, H, W]`` in [-1, 1] or points ``[n, D]``.
+               batch_size: int = 500, **options: Any) -> Tensor:
+        """``n`` samples: images ``[n, C, H, W]`` in [-1, 1] or points ``[n, D]``.
 
         ``labels`` (conditional models): an int for one class, or a sequence of ``n`` ints;
-        default cycles through the classes. ``truncation``: latent components with
-        ``|z| > truncation`` are redrawn (the truncation trick, Brock et al. 2019).
+        default cycles through the classes. ``options`` are the family's (GANs:
+        ``truncation``, the truncation trick of Brock et al. 2019).
         """
-        if n < 1:
-            raise ConfigError(f"n must be >= 1, got {n}")
-        gen = torch.Generator(self.device)
-        # No seed: fresh entropy, without reseeding torch's global generator as torch.seed() would.
-        gen.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(7), "little"))
-        c = self._labels(n, labels)
-        out = []
-        for i in range(0, n, batch_size):
-            m = min(batch_size, n - i)
-            z = self.model.sample_latent(m, gen, self.device)
-            if truncation is not None:
-                if truncation <= 0:
-                    raise ConfigError("truncation must be > 0")
-                while True:
-                    bad = z.abs() > truncation
-                    if not bad.any():
-                        break
-                    z = torch.where(bad, self.model.sample_latent(m, gen, self.device), z)
-            ci = None if c is None else c[i:i + m]
-            out.append(self.model.generate(self.G, z, ci).float().cpu())
-        return torch.cat(out)
+        return self.model.draw(n, seed, nets=self.nets, cond=labels, batch_size=batch_size,
+                               **options)
 
-    def _labels(self, n: int, labels: Any) -> Tensor | None:
-        if not self.conditional:
-            if labels is not None:
-                raise ConfigError("this model is unconditional: labels cannot be chosen")
-            return None
-        k = self.model.num_classes
-        if labels is None:
-            c = torch.arange(n) % k
-        elif isinstance(labels, int):
-            c = torch.full((n,), labels)
-        else:
-            c = torch.as_tensor(list(labels), dtype=torch.int64)
-            if c.shape != (n,):
-                raise ConfigError(f"labels must be one int or {n} ints, got {tuple(c.shape)}")
-        if c.min() < 0 or c.max() >= k:
-            raise ConfigError(f"labels must lie in [0, {k - 1}]")
-        return c.to(self.device, torch.int64)
+    def _infer(self, capability: str, x: Any, seed: int | None, batch_size: int,
+               **options: Any) -> Tensor:
+        self.model.require(capability)
+        t = torch.as_tensor(x)
+        if not torch.is_floating_point(t):
+            t = t.float()
+        return self.model.infer(capability, t, seed, nets=self.nets, batch_size=batch_size,
+                                **options)
+
+    def translate(self, x: Any, *, seed: int | None = None, batch_size: int = 64,
+                  **options: Any) -> Tensor:
+        """Translate images ``[N, C, H, W]`` in [-1, 1] of the input domain."""
+        return self._infer("translate", x, seed, batch_size, **options)
+
+    def log_prob(self, x: Any, *, seed: int | None = None, batch_size: int = 256,
+                 **options: Any) -> Tensor:
+        """Log-likelihood (or its lower bound) of each sample in nats, ``[N]``."""
+        return self._infer("log_prob", x, seed, batch_size, **options)
+
+    def encode(self, x: Any, *, seed: int | None = None, batch_size: int = 256,
+               **options: Any) -> Tensor:
+        return self._infer("encode", x, seed, batch_size, **options)
+
+    def decode(self, z: Any, *, seed: int | None = None, batch_size: int = 256,
+               **options: Any) -> Tensor:
+        return self._infer("decode", z, seed, batch_size, **options)
+
+    def score(self, x: Any, *, seed: int | None = None, batch_size: int = 256,
+              **options: Any) -> Tensor:
+        return self._infer("score", x, seed, batch_size, **options)
+
+    def attribute(self, x: Any, *, seed: int | None = None, batch_size: int = 64,
+                  **options: Any) -> Tensor:
+        return self._infer("attribute", x, seed, batch_size, **options)
+
+    def segment(self, x: Any, *, seed: int | None = None, batch_size: int = 64,
+                **options: Any) -> Tensor:
+        return self._infer("segment", x, seed, batch_size, **options)
+
+
+Sampler = TrainedModel  # the name of earlier releases
 
 
 @dataclass
@@ -98,11 +126,14 @@ class Run:
     data: Dataset
 
     @property
-    def generator(self) -> Sampler:
-        return Sampler(self.model, self.trainer.G_sample, self.trainer.device)
+    def generator(self) -> TrainedModel:
+        """The trained model with its EMA weights (sample, translate, ... as it can)."""
+        return TrainedModel(self.model, self.trainer.device, self.trainer.sampling_nets())
+
+    trained = generator
 
     def metrics(self) -> list[dict[str, Any]]:
-        return read_metrics(self.run_dir) if self.run_dir else []
+        return RunDir(self.run_dir).read("metrics") if self.run_dir else []
 
 
 def _layers(config: str | Path | dict | None, overrides: dict | list[str] | None,
@@ -122,35 +153,25 @@ def _layers(config: str | Path | dict | None, overrides: dict | list[str] | None
 
 
 def default_out(model: str, data: str) -> Path:
-    stem = Path(data).name if ("/" in data or "." in data) else data
+    stem = Path(data.split(":", 1)[-1]).name if ("/" in data or "." in data or ":" in data) \
+        else data
     return Path("runs") / f"{model}-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _write_run_files(run_dir: Path, cfg: Config, ds: Dataset, status: str) -> None:
-    ckpt.atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
-    write_status(run_dir, status, data_info=ds.describe())
-
-
 def write_status(run_dir: Path, status: str, **extra: Any) -> None:
-    p = run_dir / "run.json"
-    info = json.loads(p.read_text()) if p.exists() else {
-        "gankit": __version__, "torch": torch.__version__, "python": platform.python_version(),
-        "platform": platform.platform(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    info.update(extra)
-    info["status"] = status
-    ckpt.atomic_write_text(p, json.dumps(info, indent=2) + "\n")
+    RunDir(run_dir).write_status(status, **extra)
 
 
 def _callbacks(run_dir: Path | None, cfg: Config, total: int, progress: bool,
-               ds: Dataset) -> list[Callback]:
+               ds: Dataset, model: ModelFamily) -> list[Callback]:
     cbs: list[Callback] = [MetricsLogger(run_dir, cfg.train.log_every, total,
                                          progress and cfg.train.progress, cfg.train.tensorboard)]
-    if cfg.train.doctor:  # right after the logger: it reads the record just logged
+    if cfg.train.doctor:  # right after the logger: it reads the records that logger logs
         from .doctor import Doctor
 
         cbs.append(Doctor(run_dir, ds, total, progress and cfg.train.progress))
-    if run_dir is not None:
-        cbs.append(SampleGrids(run_dir, cfg.train.sample_every))
+    if run_dir is not None and model.capabilities & {"sample", "translate"}:
+        cbs.append(SampleGrids(run_dir, cfg.train.sample_every, ds))
     if cfg.train.eval_every > 0:
         cbs.append(Evaluator(run_dir, ds))
     return cbs
@@ -158,56 +179,109 @@ def _callbacks(run_dir: Path | None, cfg: Config, total: int, progress: bool,
 
 def _fit(trainer: Trainer, run_dir: Path | None, steps: int | None) -> None:
     main = trainer.dist.is_main and run_dir is not None
+    rd = RunDir(run_dir) if run_dir is not None else None
     try:
         trainer.fit(steps)
     except KeyboardInterrupt:
         if main:
-            write_status(run_dir, "interrupted", step=trainer.step)
+            rd.write_status("interrupted", step=trainer.step)  # type: ignore[union-attr]
         if run_dir is not None:
             raise Interrupted(run_dir, trainer.step) from None
         raise
     except BaseException:
         if main:
-            write_status(run_dir, "failed", step=trainer.step)
+            rd.write_status("failed", step=trainer.step)  # type: ignore[union-attr]
         raise
     if main:
-        write_status(run_dir, "finished", step=trainer.step)
+        rd.write_status("finished", step=trainer.step)  # type: ignore[union-attr]
+
+
+def _load_data(cfg: Config) -> Dataset:
+    return load_data(cfg.data.name, image_size=cfg.data.image_size, channels=cfg.data.channels,
+                     seed=cfg.train.seed)
+
+
+def build_model(cfg: Config, info: dict[str, Any]) -> ModelFamily:
+    """The family of ``cfg`` for data ``info``, its networks initialised from ``train.seed``
+    (on a forked RNG: the caller's global generator is not reseeded)."""
+    family = get_family(cfg.model["name"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        return family(cfg, info)
+
+
+def init_from(model: ModelFamily, source: str | Path, names: list[str] | None = None,
+              weights: str = "ema") -> list[str]:
+    """Initialise networks of ``model`` from another run's latest checkpoint (two-stage
+    training: an encoder trained against a frozen generator, a second stage from a first).
+
+    ``names`` default to every network both models have; ``weights="ema"`` takes the source's
+    EMA copy where it has one. Returns the names loaded.
+    """
+    src = RunDir(source)
+    folder = ckpt.latest_checkpoint(src.path)
+    own = {**model.networks(), **model.frozen_networks()}
+    saved = {p.stem for p in folder.glob("*.safetensors")} | \
+        ({p.stem for p in src.frozen.glob("*.safetensors")} if src.frozen.exists() else set())
+    if names is None:
+        names = [k for k in own if k in saved]
+        if not names:
+            raise ConfigError(f"train.init_from: {source} has no network of this model "
+                              f"({', '.join(own)}); it has {', '.join(sorted(saved))}")
+    for k in names:
+        if k not in own:
+            raise ConfigError(f"train.init_nets: model '{model.name}' has no network '{k}'; its "
+                              f"networks: {', '.join(own)}")
+        for path in ((folder / f"{k}_ema.safetensors") if weights == "ema" else None,
+                     folder / f"{k}.safetensors", src.frozen / f"{k}.safetensors"):
+            if path is not None and path.exists():
+                ckpt.load_into(own[k], path)
+                break
+        else:
+            raise ConfigError(f"train.init_from: {source} holds no weights of network '{k}'")
+    return names
 
 
 def train(model: str | ModelFamily = "dcgan", data: str | Dataset = "mnist5k", *,
           steps: int | None = None, batch_size: int | None = None, seed: int | None = None,
           out: str | Path | None = None, config: str | Path | dict | None = None,
           overrides: dict | list[str] | None = None, callbacks: list[Callback] | None = None,
-          progress: bool = True, save: bool = True) -> Run:
+          progress: bool = True, save: bool = True, init_from_run: str | Path | None = None
+          ) -> Run:
     """Train a registered model (by name) or a :class:`gankit.GAN` of your networks.
 
     ``overrides`` are config keys, as ``["optim.lr_g=1e-4"]`` or ``{"optim.lr_g": 1e-4}``.
-    With ``save=False`` nothing is written to disk. Returns a :class:`Run`; the trained
-    generator is ``run.generator`` (G_ema when EMA is on)::
+    With ``save=False`` nothing is written to disk. ``init_from_run`` starts from another run's
+    networks (``train.init_from``; ``train.init_nets``/``train.freeze`` choose and freeze them).
+    Returns a :class:`Run`; the trained model is ``run.generator`` (EMA weights)::
 
         run = gankit.train("dcgan", "mnist5k", steps=2000)
         x = run.generator.sample(64, seed=0)   # [64, 1, 28, 28] in [-1, 1]
     """
     flags: dict[str, Any] = {}
-    t = {k: v for k, v in (("steps", steps), ("batch_size", batch_size), ("seed", seed))
-         if v is not None}
+    t: dict[str, Any] = {k: v for k, v in (("steps", steps), ("batch_size", batch_size),
+                                           ("seed", seed)) if v is not None}
+    if init_from_run is not None:
+        t["init_from"] = str(init_from_run)
     if t:
         flags["train"] = t
     if isinstance(data, str):
         flags.setdefault("data", {})["name"] = data
-    name = "custom" if isinstance(model, GAN) else model
-    if not isinstance(name, str):
-        raise ConfigError("model must be a registered name or a gankit.GAN")
     if isinstance(model, GAN):
         base = {"model": {k: v for k, v in model.cfg.model.items() if k != "name"},
                 "loss": model.cfg.loss.model_dump()}
-        layers = [base, *_layers(config, overrides, flags)]
+        cfg = resolve_config(type(model), base, *_layers(config, overrides, flags))
+    elif isinstance(model, str):
+        cfg = resolve_config(model, *_layers(config, overrides, flags))
     else:
-        layers = _layers(config, overrides, flags)
-    cfg = resolve_config(name, *layers)
-    ds = data if isinstance(data, Dataset) else load_data(
-        cfg.data.name, image_size=cfg.data.image_size, channels=cfg.data.channels,
-        seed=cfg.train.seed)
+        raise ConfigError("model must be a registered name or a gankit.GAN")
+    if cfg.train.init_from is not None:
+        src = Path(cfg.train.init_from).expanduser().resolve()
+        if not RunDir(src).exists():
+            raise ConfigError(f"train.init_from: {cfg.train.init_from} is not a gankit run "
+                              f"directory")
+        cfg.train.init_from = str(src)  # recorded absolute: the run can be rebuilt from anywhere
+    ds = data if isinstance(data, Dataset) else _load_data(cfg)
     if isinstance(data, Dataset):
         cfg.data.name = data.name
     info = ds.describe()
@@ -215,38 +289,34 @@ def train(model: str | ModelFamily = "dcgan", data: str | Dataset = "mnist5k", *
         model.bind(cfg, info)
         fam: ModelFamily = model
     else:
-        torch.manual_seed(cfg.train.seed)  # network initialisation
-        fam = get_family(name)(cfg, info)
+        fam = build_model(cfg, info)
+    if cfg.train.init_from is not None:
+        init_from(fam, cfg.train.init_from, cfg.train.init_nets, cfg.train.init_weights)
     dist_info = init_distributed(pick_device(cfg.train.device).type)
     run_dir = None
     if save:
+        name = cfg.model["name"]
         run_dir = Path(out) if out is not None else default_out(name, cfg.data.name)
         if dist_info.is_main:
             if run_dir.exists() and any(run_dir.iterdir()):
                 raise ConfigError(f"{run_dir} already exists and is not empty; choose another "
                                   f"--out or continue it with: gankit resume {run_dir}")
             run_dir.mkdir(parents=True, exist_ok=True)
-            _write_run_files(run_dir, cfg, ds, "running")
+            rd = RunDir(run_dir)
+            rd.write_config(cfg.to_dict())
+            rd.write_status("running", data_info=info)
     total = cfg.train.steps
-    tr = Trainer(cfg, fam, ds, run_dir, [*_callbacks(run_dir, cfg, total, progress, ds),
+    tr = Trainer(cfg, fam, ds, run_dir, [*_callbacks(run_dir, cfg, total, progress, ds, fam),
                                          *(callbacks or [])], dist_info)
     _fit(tr, run_dir, total)
     return Run(run_dir, cfg, fam, tr, ds)
 
 
 def _read_config(run_dir: Path) -> tuple[Config, dict[str, Any]]:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"no such run directory: {run_dir}")
-    try:
-        raw = json.loads((run_dir / "config.json").read_text())
-        info = json.loads((run_dir / "run.json").read_text())["data_info"]
-    except FileNotFoundError:
-        raise CheckpointError(f"{run_dir} is not a gankit run directory (config.json/run.json "
-                              f"missing)") from None
-    except (json.JSONDecodeError, KeyError) as e:
-        raise CheckpointError(f"{run_dir}: corrupt config.json/run.json ({e})") from None
-    if raw["model"]["name"] == "custom":
+    rd = RunDir(run_dir)
+    raw = rd.read_config()
+    info = rd.data_info()
+    if raw["model"].get("name") == "custom":
         raise CheckpointError("runs of custom networks are resumed/loaded from Python: rebuild "
                               "your gankit.GAN and call gankit.load(run_dir, model=...)")
     return resolve_config(raw["model"]["name"], raw), info
@@ -261,42 +331,129 @@ def resume(run_dir: str | Path, *, steps: int | None = None, progress: bool = Tr
     folder = ckpt.latest_checkpoint(run_dir)
     if steps is not None:
         cfg.train.steps = steps
-        ckpt.atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
-    ds = load_data(cfg.data.name, image_size=cfg.data.image_size, channels=cfg.data.channels,
-                   seed=cfg.train.seed)
+        RunDir(run_dir).write_config(cfg.to_dict())
+    ds = _load_data(cfg)
     if ds.describe()["shape"] != info["shape"]:
         raise CheckpointError(f"the data '{cfg.data.name}' now has shape {ds.describe()['shape']}, "
                               f"the run was trained on {info['shape']}")
-    torch.manual_seed(cfg.train.seed)
-    fam = get_family(cfg.model["name"])(cfg, info)
+    fam = build_model(cfg, info)
     dist_info = init_distributed(pick_device(cfg.train.device).type)
-    tr = Trainer(cfg, fam, ds, run_dir, [*_callbacks(run_dir, cfg, cfg.train.steps, progress, ds),
-                                         *(callbacks or [])], dist_info)
+    tr = Trainer(cfg, fam, ds, run_dir, [*_callbacks(run_dir, cfg, cfg.train.steps, progress, ds,
+                                                     fam), *(callbacks or [])], dist_info)
     tr.load_checkpoint(folder)
     if dist_info.is_main:
-        write_status(run_dir, "running")
+        RunDir(run_dir).write_status("running")
     _fit(tr, run_dir, cfg.train.steps)
     return Run(run_dir, cfg, fam, tr, ds)
 
 
-def load(run_dir: str | Path, *, weights: str = "G_ema", device: str = "cpu",
-         model: ModelFamily | None = None) -> Sampler:
-    """The generator of a run's latest checkpoint (safetensors only, never pickle).
+def load(run_dir: str | Path, *, weights: str = "ema", device: str = "cpu",
+         model: ModelFamily | None = None) -> TrainedModel:
+    """The whole trained model of a run (safetensors only, never pickle), in eval mode.
 
-    ``weights``: ``G_ema`` (default; falls back to ``G`` when the run had no EMA) or ``G``.
-    ``model``: your :class:`gankit.GAN` for runs of custom networks.
+    ``weights``: ``ema`` (default: every network's EMA copy substituted where the run kept one),
+    ``raw`` (the trained weights) or ``best`` (those the evaluator kept, ``train.eval_every``);
+    ``G_ema``/``G`` are accepted for ``ema``/``raw``. Every network is loaded, frozen ones and
+    the family's own buffers included. ``model``: your :class:`gankit.GAN` for runs of custom
+    networks.
     """
-    run_dir = Path(run_dir)
-    folder = ckpt.latest_checkpoint(run_dir)
+    rd = RunDir(run_dir)
+    if weights not in WEIGHTS:
+        raise ConfigError(f"weights must be ema, raw or best, got '{weights}'")
+    kind = WEIGHTS[weights]
+    folder = rd.best if kind == "best" else ckpt.latest_checkpoint(rd.path)
+    if kind == "best" and not (folder / "best.json").exists():
+        raise CheckpointError(f"{rd.path} has no best weights (train with --eval-every N to keep "
+                              f"them)")
     dev = pick_device(device)
     if model is None:
-        cfg, info = _read_config(run_dir)
-        model = get_family(cfg.model["name"])(cfg, info)
-    if weights not in ("G_ema", "G"):
-        raise ConfigError(f"weights must be G_ema or G, got '{weights}'")
-    path = folder / f"{weights}.safetensors"
-    if weights == "G_ema" and not path.exists():
-        path = folder / "G.safetensors"
-    ckpt.load_into(model.G, path)
-    model.to(dev)
-    return Sampler(model, model.G, dev)
+        cfg, info = _read_config(rd.path)
+        model = build_model(cfg, info)
+    for k, net in model.networks().items():
+        path = folder / f"{k}.safetensors"
+        ema = folder / f"{k}_ema.safetensors"
+        if kind in ("ema", "best") and ema.exists():
+            path = ema
+        if not path.exists() and kind == "best":
+            raise CheckpointError(f"{folder} holds no weights of network {k}")
+        ckpt.load_into(net, path)
+    for k, net in model.frozen_networks().items():
+        ckpt.load_into(net, rd.frozen / f"{k}.safetensors")
+    if model.family_buffers():
+        latest = ckpt.latest_checkpoint(rd.path)
+        ckpt.load_into(FamilyBuffers(model), latest / "family.safetensors")
+    model.to(dev).eval()
+    return TrainedModel(model, dev)
+
+
+def evaluate_run(run_dir: str | Path, *, metrics: list[str] | None = None, n: int = 5000,
+                 features: str | None = None, feature_options: dict[str, Any] | None = None,
+                 split: str = "train", seed: int = 0, weights: str = "ema",
+                 write: bool = True) -> dict[str, Any]:
+    """Evaluate a run's model against its dataset's ``split`` (``gankit eval RUN``).
+
+    Generative models: ``n`` samples from ``seed`` against ``n`` real samples; translators: the
+    held-out inputs translated and compared with their targets. Run-level metrics (``cas``,
+    ``aug``) train a classifier on the samples. The result, with its protocol, is written to
+    ``eval.json`` unless ``write`` is false.
+    """
+    from .metrics.evaluate import (
+        RUN_METRICS,
+        _subsample,
+        check_metric_names,
+        default_metrics,
+        evaluate_sets,
+    )
+
+    rd = RunDir(run_dir)
+    cfg, info = _read_config(rd.path)
+    ds = _load_data(cfg)
+    if list(ds.shape) != list(info["shape"]):
+        raise ConfigError(f"'{ds.name}' now has shape {list(ds.shape)}; the run was trained on "
+                          f"{info['shape']}")
+    if split not in ("train", "test"):
+        raise ConfigError(f"split must be train or test, got '{split}'")
+    trained = load(rd.path, weights=weights)
+    fam = trained.model
+    if "sample" not in fam.capabilities:
+        res = evaluate_model(fam, ds, n=n, seed=seed, metrics=metrics, features=features)
+    else:
+        real = ds.x if split == "train" else ds.x_test
+        if real is None:
+            raise ConfigError(f"dataset '{ds.name}' has no test split; use --split train")
+        names = metrics or default_metrics(real, "centers" in ds.info, ds.info)
+        check_metric_names(names, allow_run=True)
+        run_names = [m for m in names if m in RUN_METRICS]
+        set_names = [m for m in names if m not in RUN_METRICS]
+        real = _subsample(real, n, seed)
+        fake = trained.sample(n, seed=seed)
+        key = {"dataset": ds.name, "split": split, "seed": seed, "image_size": cfg.data.image_size}
+        heldout = ds.x_test if (split == "train" and "mem" in set_names) else None
+        if heldout is None and "mem" in set_names:
+            raise ConfigError("metric 'mem' compares with held-out data: use --split train")
+        res = {"results": {}, "protocol": {"n_fake": n, "seed": seed, "metrics": {}}}
+        if set_names:
+            res = evaluate_sets(real, fake, metrics=set_names, features=features,
+                                feature_options=feature_options, dataset=ds.name, info=ds.info,
+                                real_key=key, seed=seed, heldout=heldout)
+        from .metrics.utility import augmentation_gain, classification_accuracy_score
+
+        for m in run_names:
+            fn = classification_accuracy_score if m == "cas" else augmentation_gain
+            res["results"] |= fn(trained, ds, seed=seed)
+            res["protocol"]["metrics"][m] = {"classifier": "LeNet from scratch, Adam 1e-3, seeded",
+                                             "test": f"{ds.name} test split"}
+    res["protocol"] |= {"run": str(rd.path), "weights": weights, "dataset": ds.name,
+                        "split": split,
+                        "checkpoint": (rd.best if WEIGHTS[weights] == "best"
+                                       else ckpt.latest_checkpoint(rd.path)).name}
+    if write:
+        from .rundir import atomic_write_json
+
+        atomic_write_json(rd.eval_json, res)
+    return res
+
+
+def capabilities() -> dict[str, str]:
+    """What trained models can do, by capability name."""
+    return dict(CAPABILITIES)

@@ -34,10 +34,12 @@ def cli() -> None:
 @click.option("--config", "config", type=click.Path(path_type=Path), default=None, help="YAML/JSON config file.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. --set optim.lr_d=4e-4.")
 @click.option("--eval-every", type=int, default=None, help="Evaluate every N steps (train.eval_every); best weights kept in best/.")
+@click.option("--init-from", "init_from", type=click.Path(path_type=Path), default=None,
+              help="Start from another run's networks (train.init_from); freeze some with --set train.freeze=[G].")
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
 def train(model: str, data: str | None, steps: int | None, batch_size: int | None,
           seed: int | None, out: Path | None, config: Path | None, sets: tuple[str, ...],
-          eval_every: int | None, progress: bool) -> None:
+          eval_every: int | None, init_from: Path | None, progress: bool) -> None:
     """Train MODEL (see `gankit models`) on --data."""
     from .api import train as api_train
     from .config import load_config_file
@@ -48,7 +50,8 @@ def train(model: str, data: str | None, steps: int | None, batch_size: int | Non
     over = list(sets) + ([f"train.eval_every={eval_every}"] if eval_every is not None else [])
     with _interruptible():
         run = api_train(model, data, steps=steps, batch_size=batch_size, seed=seed, out=out,
-                        config=cfg_layer, overrides=over, progress=progress)
+                        config=cfg_layer, overrides=over, progress=progress,
+                        init_from_run=init_from)
     _done(run)
 
 
@@ -88,6 +91,9 @@ def resume(run_dir: Path, steps: int | None, progress: bool) -> None:
     _done(run)
 
 
+WEIGHT_CHOICES = click.Choice(["ema", "raw", "best", "G_ema", "G"])
+
+
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--n", "n", type=int, default=64, show_default=True)
@@ -95,18 +101,17 @@ def resume(run_dir: Path, steps: int | None, progress: bool) -> None:
               help="A .png grid, a folder (one PNG per image) or a .npy file.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--labels", type=str, default=None, help="Class for conditional models: one int or a comma list.")
-@click.option("--truncation", type=float, default=None, help="Redraw latent components with |z| above this.")
-@click.option("--weights", type=click.Choice(["G_ema", "G"]), default="G_ema", show_default=True)
+@click.option("--truncation", type=float, default=None, help="GANs: redraw latent components with |z| above this.")
+@click.option("--weights", type=WEIGHT_CHOICES, default="ema", show_default=True,
+              help="ema: the EMA copies, raw: the trained weights, best: those kept by --eval-every.")
 def sample(run_dir: Path, n: int, out: Path, seed: int, labels: str | None,
            truncation: float | None, weights: str) -> None:
-    """Draw N samples from RUN_DIR's generator."""
-    import numpy as np
-
+    """Draw N samples from RUN_DIR's model."""
     from .api import load
     from .errors import ConfigError
-    from .train.callbacks import save_samples
 
     g = load(run_dir, weights=weights)
+    g.model.require("sample")
     lab = None
     if labels is not None:
         try:
@@ -114,7 +119,18 @@ def sample(run_dir: Path, n: int, out: Path, seed: int, labels: str | None,
         except ValueError:
             raise ConfigError(f"--labels must be an int or a comma list of ints, got '{labels}'") from None
         lab = parts[0] if len(parts) == 1 else parts
-    x = g.sample(n, seed=seed, labels=lab, truncation=truncation)
+    opts = {"truncation": truncation} if truncation is not None else {}
+    x = g.sample(n, seed=seed, labels=lab, **opts)
+    _write_output(x, out, n)
+
+
+def _write_output(x, out: Path, n: int, names: list[str] | None = None) -> None:
+    """A .npy array, a .png grid, or a folder of PNGs (named after ``names`` when given)."""
+    import numpy as np
+
+    from .errors import ConfigError
+    from .train.callbacks import save_samples
+
     if out.suffix == ".npy":
         np.save(out, x.numpy())
     elif out.suffix == ".png":
@@ -123,9 +139,34 @@ def sample(run_dir: Path, n: int, out: Path, seed: int, labels: str | None,
         from .data.images import save_images
 
         if x.dim() != 4:
-            raise ConfigError("a folder output needs an image model; use .npy for points")
-        save_images(x, out)
-    _console().print(f"wrote {n} samples to {out}")
+            raise ConfigError("a folder output needs images; use .npy for points")
+        paths = save_images(x, out)
+        if names is not None:
+            for p, name in zip(paths, names):
+                p.replace(out / f"{name}.png")
+    _console().print(f"wrote {n} outputs to {out}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--input", "input_", type=click.Path(path_type=Path), required=True,
+              help="An image file, a folder of images, or a .npy/.npz array of the input domain.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="A folder (one PNG per input, same names), a .png grid or a .npy file.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of any randomness (pix2pix's dropout).")
+@click.option("--weights", type=WEIGHT_CHOICES, default="ema", show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+def translate(run_dir: Path, input_: Path, out: Path, seed: int, weights: str,
+              batch_size: int) -> None:
+    """Translate images with RUN_DIR's model (pix2pix, CycleGAN, ...)."""
+    from .api import load
+    from .data.inputs import read_inputs
+
+    g = load(run_dir, weights=weights)
+    g.model.require("translate")
+    x, names = read_inputs(input_, g.model.info)
+    y = g.translate(x, seed=seed, batch_size=batch_size)
+    _write_output(y, out, len(y), names if out.suffix not in (".png", ".npy") else None)
 
 
 @cli.command()
@@ -220,8 +261,9 @@ def eval_cmd(run_dir: Path | None, metrics: str | None, n: int, features: str | 
     """Evaluate RUN_DIR's generator, or two sample sets given with --real and --fake."""
     import json
 
+    from .api import evaluate_run
     from .errors import ConfigError
-    from .metrics.evaluate import evaluate_run, evaluate_sets
+    from .metrics.evaluate import evaluate_sets
 
     opts = {"path": str(inception_weights)} if inception_weights else None
     if run_dir is not None:

@@ -49,15 +49,49 @@ class LossConfig(_Section):
         return v
 
 
-class OptimConfig(_Section):
-    """Per-network optimisers (TTUR: Heusel et al. 2017 use lr_d > lr_g)."""
+Schedule = Literal["constant", "linear", "cosine"]
+Optimizer = Literal["adam", "adamw", "rmsprop", "sgd"]
 
-    name: Literal["adam", "rmsprop", "sgd"] = "adam"
+
+class NetOptimConfig(_Section):
+    """Overrides of one network's optimizer (``optim.nets.<name>.*``); unset keys keep the
+    family's spec."""
+
+    name: Optimizer | None = None
+    lr: float | None = None
+    betas: tuple[float, float] | None = None
+    weight_decay: float | None = None
+    eps: float | None = None
+    schedule: Schedule | None = None
+    warmup: int | None = None
+    decay_start: int | None = None
+    min_lr_ratio: float | None = None
+
+
+class OptimConfig(_Section):
+    """Per-network optimisers and learning-rate schedules.
+
+    GAN families give G-side networks ``lr_g``/``betas_g`` and the others ``lr_d``/``betas_d``
+    (TTUR: Heusel et al. 2017 use lr_d > lr_g); families without a discriminator use ``lr`` and
+    ``betas``, which, when set, also override both sides of a GAN. ``nets.<name>.*`` overrides
+    any setting for one network (``optim.nets.Q.lr=1e-3``). The schedule multiplies every rate
+    by a factor of the step (:class:`gankit.train.optim.Schedule`).
+    """
+
+    name: Optimizer = "adam"
+    lr: float | None = None
+    betas: tuple[float, float] | None = None
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     betas_g: tuple[float, float] = (0.5, 0.999)
     betas_d: tuple[float, float] = (0.5, 0.999)
     weight_decay: float = 0.0
+    eps: float = 1e-8
+    schedule: Schedule = "constant"
+    warmup: int = 0  # steps of linear learning-rate warm-up
+    decay_start: int | None = None  # linear schedule: first step of the decay (None: steps / 2)
+    min_lr_ratio: float = 0.0  # the rate at the end of a linear/cosine schedule, x lr
+    nets: dict[str, NetOptimConfig] = {}
     n_critic: int = 1  # k discriminator steps per generator step (Goodfellow et al. 2014, Alg. 1)
     grad_accum: int = 1  # micro-batches per optimizer step
 
@@ -66,6 +100,20 @@ class OptimConfig(_Section):
     def _pos(cls, v: int) -> int:
         if v < 1:
             raise ValueError("must be >= 1")
+        return v
+
+    @field_validator("warmup")
+    @classmethod
+    def _nonneg(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be >= 0")
+        return v
+
+    @field_validator("min_lr_ratio")
+    @classmethod
+    def _ratio(cls, v: float) -> float:
+        if not 0.0 <= v <= 1.0:
+            raise ValueError("must be in [0, 1]")
         return v
 
 
@@ -82,7 +130,12 @@ class TrainConfig(_Section):
     ema_start: int = 0  # step from which G_ema tracks G (copied before)
     reuse_fake: bool = True  # G step reuses the fake batch of the last D step (classic DCGAN loop)
     channels_last: bool = False
-    compile: bool = False
+    compile: bool = False  # torch.compile every trained network (opt-in; see benchmarks)
+    # two-stage training: start from another run's networks (recorded here, absolute path)
+    init_from: str | None = None  # a run directory
+    init_nets: list[str] | None = None  # which networks (None: every one both models have)
+    init_weights: Literal["ema", "raw"] = "ema"  # the source's EMA copies where it has them
+    freeze: list[str] = []  # trained networks to keep fixed (never optimised, saved once)
     log_every: int = 50
     sample_every: int = 500
     ckpt_every: int = 500
@@ -300,6 +353,17 @@ def _check_keys(raw: dict[str, Any], model_fields: dict[str, Any]) -> None:
             if k not in fields:
                 raise ConfigError(f"unknown config key '{sec}.{k}'{did_you_mean(k, fields)}; "
                                   f"keys of '{sec}': {', '.join(sorted(fields))}")
+        if sec == "optim" and "nets" in val:
+            nets = val["nets"]
+            if not isinstance(nets, dict) or not all(isinstance(v, dict) for v in nets.values()):
+                raise ConfigError("optim.nets maps network names to settings, e.g. "
+                                  "optim.nets.Q.lr=1e-3")
+            keys = list(NetOptimConfig.model_fields)
+            for net, over in nets.items():
+                for k in over:
+                    if k not in keys:
+                        raise ConfigError(f"unknown config key 'optim.nets.{net}.{k}'"
+                                          f"{did_you_mean(k, keys)}; keys: {', '.join(keys)}")
 
 
 def _format_validation(e: ValidationError, prefix: str = "") -> str:
@@ -308,21 +372,27 @@ def _format_validation(e: ValidationError, prefix: str = "") -> str:
     return f"invalid config value for '{prefix}{loc}': {err['msg']} (got {err.get('input')!r})"
 
 
-def resolve_config(model: str | None, *layers: dict[str, Any]) -> Config:
+def resolve_config(model: str | type | None, *layers: dict[str, Any]) -> Config:
     """Build a validated Config from override layers (earliest lowest).
 
-    The model family is taken from ``model`` or from the last layer that names ``model.name``; its
-    ``defaults`` are applied under the user's layers and its ``Params`` validate ``model.*``.
+    The model family is ``model`` (a registered name, or a family class such as
+    :class:`gankit.GAN`) or the last layer's ``model.name``; its ``defaults`` are applied under
+    the user's layers, its ``Params`` validate ``model.*`` and its ``validate_config`` checks the
+    rules that span sections.
     """
-    from .models import get_family
+    from .registry import MODELS
 
-    name = model
-    if name is None:
-        for layer in layers:
-            name = (layer.get("model") or {}).get("name", name)
-    if name is None:
-        raise ConfigError("no model given")
-    family = get_family(name)
+    if isinstance(model, type):
+        family: Any = model
+        name = getattr(model, "family_name", model.__name__.lower())
+    else:
+        name = model
+        if name is None:
+            for layer in layers:
+                name = (layer.get("model") or {}).get("name", name)
+        if name is None:
+            raise ConfigError("no model given")
+        family = MODELS.get(name)
     merged: dict[str, Any] = deep_merge({"model": {"name": name}}, family.defaults)
     for layer in layers:
         _check_keys(layer, family.Params.model_fields)
@@ -338,7 +408,5 @@ def resolve_config(model: str | None, *layers: dict[str, Any]) -> Config:
         cfg = Config(**merged)
     except ValidationError as e:
         raise ConfigError(_format_validation(e)) from None
-    from .tricks import check_config
-
-    check_config(cfg)  # cross-section rules of tricks.* (e.g. label smoothing needs BCE)
+    family.validate_config(cfg)  # cross-section rules (e.g. label smoothing needs BCE)
     return cfg

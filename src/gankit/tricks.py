@@ -1,7 +1,7 @@
 """Stabilisation tricks as config switches (``tricks.*``), combinable, for any family whose
-training uses :func:`gankit.models.base.adversarial_phases` — every built-in family does: those
+training uses :func:`gankit.games.adversarial.adversarial_phases` — every built-in family does: those
 with auxiliary heads or their own objective (SGAN, ACGAN, InfoGAN, SSGAN, BEGAN, EBGAN,
-SphereGAN) extend that game through :class:`gankit.models.base.Game` instead of writing their
+SphereGAN) extend that game through :class:`gankit.games.adversarial.Game` instead of writing their
 own phases. The exception is ``unrolled``: its G loss runs against a functional copy of D
 unrolled on D's plain loss, which the tricks would not reach, so it refuses them.
 
@@ -59,7 +59,6 @@ from .nn.augment import diff_augment, parse_policy
 if TYPE_CHECKING:
     from .config import Config, TricksConfig
     from .losses.adversarial import AdversarialLoss
-    from .models.base import ModelFamily
 
 # Tricks that act through the phases (need adversarial_phases or a family that opts in) and those
 # that are layers of the discriminator (need a DCGAN/MLP discriminator built with them).
@@ -75,11 +74,8 @@ def active(tc: TricksConfig, names: Sequence[str] = PHASE_TRICKS + D_LAYER_TRICK
 
 
 def tricks_config(cfg: Any) -> TricksConfig:
-    """``cfg.tricks``, or all tricks off for a config object without that section."""
-    from .config import TricksConfig
-
-    tc = getattr(cfg, "tricks", None)
-    return tc if tc is not None else TricksConfig()
+    """``cfg.tricks`` (every config has the section; all tricks are off by default)."""
+    return cfg.tricks
 
 
 def d_layer_kwargs(cfg: Config) -> dict[str, Any]:
@@ -310,49 +306,54 @@ class AccuracyMonitor(nn.Module):
 
 
 class TricksState(nn.Module):
-    """Container of the trick state, registered on the family as ``tricks_state``."""
+    """Container of the trick state, registered on the family as ``tricks_state``: historical
+    averages and D-freezing monitors, keyed by network name (two games keep two of each)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.hist = nn.ModuleDict()  # "G"/"D" -> HistoricalAverage
-        self.d_monitor: AccuracyMonitor | None = None
+        self.hist = nn.ModuleDict()  # network name -> HistoricalAverage
+        self.monitors = nn.ModuleDict()  # discriminator name -> AccuracyMonitor
 
 
-# --- what adversarial_phases uses ---------------------------------------------------------------
+# --- what the adversarial game uses -------------------------------------------------------------
 class Tricks:
-    """The configured tricks of one model, as the pieces a phase needs.
+    """The configured tricks of one adversarial game, as the pieces its phases need.
 
-    Built by :func:`~gankit.models.base.adversarial_phases`. A family should extend that game
-    (:class:`~gankit.models.base.Game`) rather than write its own phases; one that must can still
-    opt in by building a ``Tricks`` and using :meth:`d_input`, :meth:`d_loss`, :meth:`g_loss`,
-    :meth:`d_penalties`, :meth:`g_penalties` and :meth:`after_step` (and tagging its phases
-    ``applies_tricks=True``).
+    Built by :func:`gankit.games.adversarial.adversarial_phases` for the players ``G`` and ``D``
+    (network names of ``model``). A family should extend that game
+    (:class:`~gankit.games.adversarial.Game`) rather than write its own phases; one that must can
+    still opt in by building a ``Tricks`` and using :meth:`d_input`, :meth:`d_loss`,
+    :meth:`g_loss`, :meth:`d_penalties`, :meth:`g_penalties` and :meth:`after_step` (and tagging
+    its phases ``applies_tricks=True``).
     """
 
-    def __init__(self, model: ModelFamily, loss: AdversarialLoss,
-                 feature_matching: bool = False) -> None:
+    def __init__(self, model: Any, loss: AdversarialLoss, *, G: str = "G", D: str = "D",
+                 feature_matching: bool = False, image_condition: bool = False) -> None:
         cfg = model.cfg
         self.model = model
+        self.G, self.D = G, D
         self.tc = tc = tricks_config(cfg)
         self.loss = loss
+        g_net, d_net = getattr(model, G), getattr(model, D)
         # G minimises feature matching: switched on by the config or by the family (SGAN)
         self.feature_matching = bool(tc.feature_matching or feature_matching)
-        model.install_tricks(modify=False)  # D layers set after the model was built: refuse
+        if D == "D":
+            model.install_tricks(modify=False)  # D layers set after the model was built: refuse
         if tc.label_smoothing > 0:
             check_label_smoothing(loss)
         self.policy = parse_policy(tc.diffaugment)
         if self.policy and len(model.sample_shape) != 3:
             raise ConfigError(f"tricks.diffaugment augments images; the data has shape "
                               f"{list(model.sample_shape)}")
-        if self.feature_matching:
-            from .models.base import ModelFamily
-
-            if type(model).d_features is ModelFamily.d_features \
-                    and not callable(getattr(model.D, "features", None)):
-                raise ConfigError("tricks.feature_matching needs D's penultimate features: give "
-                                  "the discriminator a features(x) method (the DCGAN/MLP "
-                                  "discriminators have one) or override ModelFamily.d_features")
-        dev = next(model.G.parameters()).device
+        if self.policy and image_condition:
+            raise ConfigError("tricks.diffaugment would augment D's image without its input "
+                              "image and break the pair it judges; it is not available for "
+                              "image-conditioned games")
+        if self.feature_matching and not getattr(model, "has_d_features", lambda _: True)(D):
+            raise ConfigError("tricks.feature_matching needs D's penultimate features: give "
+                              "the discriminator a features(x) method (the DCGAN/MLP "
+                              "discriminators have one) or override d_features")
+        dev = next(g_net.parameters()).device
         self.monitor: AccuracyMonitor | None = None
         self.hist: dict[str, HistoricalAverage] = {}
         if tc.historical_averaging > 0 or tc.freeze_d_when_acc_above is not None:
@@ -361,7 +362,7 @@ class Tricks:
                 state = TricksState()
                 model.tricks_state = state  # family buffers: checkpointed in family.safetensors
             if tc.historical_averaging > 0:
-                for k, net in (("G", model.G), ("D", model.D)):
+                for k, net in ((G, g_net), (D, d_net)):
                     if k not in state.hist:
                         state.hist[k] = HistoricalAverage(net).to(dev)
                     self.hist[k] = state.hist[k]  # type: ignore[assignment]
@@ -375,11 +376,11 @@ class Tricks:
                     raise ConfigError("tricks.freeze_d_when_acc_above is single-process only: "
                                       "the gradient all-reduce would hand a frozen D zero "
                                       "gradients, which its optimizer still steps with")
-                if state.d_monitor is None:
-                    state.d_monitor = AccuracyMonitor(
+                if D not in state.monitors:
+                    state.monitors[D] = AccuracyMonitor(
                         tc.freeze_d_when_acc_above,
                         tc.freeze_d_check_every or cfg.train.log_every, tc.freeze_d_decay, dev)
-                self.monitor = state.d_monitor
+                self.monitor = state.monitors[D]  # type: ignore[assignment]
                 self._one = torch.ones((), device=dev)
                 self._zero = torch.zeros((), device=dev)
 
@@ -402,10 +403,11 @@ class Tricks:
             return smoothed_bce_d_loss(d_real, d_fake, self.tc.label_smoothing)
         return self.loss.d_loss(d_real, d_fake)
 
-    def g_loss(self, ctx: Any, fake: Tensor, c_fake: Tensor | None, step: int,
-               fake_in: Tensor | None = None, out_fake: Any = None
+    def g_loss(self, D: nn.Module, real: Tensor, c_real: Any, fake: Tensor, c_fake: Any,
+               step: int, fake_in: Tensor | None = None, out_fake: Any = None
                ) -> tuple[Tensor, Tensor | None, Any]:
-        """G's adversarial loss, or feature matching on D's penultimate features.
+        """G's adversarial loss against ``D``, or feature matching on D's penultimate features
+        (against the step's real batch ``real``).
 
         Returns ``(loss, fake_in, out_fake)``: D's view of the fakes and D's full output on it
         (``None`` under feature matching, which does not run D's heads). ``fake_in``/``out_fake``
@@ -414,30 +416,30 @@ class Tricks:
         m = self.model
         if self.feature_matching:
             with torch.no_grad():
-                f_real = m.d_features(ctx.D, self.d_input(ctx.real, step), ctx.c)
+                f_real = m.d_features(D, self.d_input(real, step), c_real)
             if fake_in is None:
                 fake_in = self.d_input(fake, step)
-            f_fake = m.d_features(ctx.D, fake_in, c_fake)
+            f_fake = m.d_features(D, fake_in, c_fake)
             return feature_matching_loss(f_real, f_fake), fake_in, out_fake
         if out_fake is None:
             fake_in = self.d_input(fake, step)
-            out_fake = m.d_forward(ctx.D, fake_in, c_fake)
+            out_fake = m.d_forward(D, fake_in, c_fake)
         return self.loss.g_loss(m.d_score(out_fake, len(fake))), fake_in, out_fake
 
-    def d_penalties(self, D: nn.Module) -> dict[str, Tensor]:
+    def d_penalties(self, D: nn.Module, prefix: str = "loss/D") -> dict[str, Tensor]:
         """Weighted extra terms of D's loss, by stat name."""
         out = {}
-        if "D" in self.hist:
-            out["loss/D/hist"] = self.tc.historical_averaging * self.hist["D"].penalty(D)
+        if self.D in self.hist:
+            out[f"{prefix}/hist"] = self.tc.historical_averaging * self.hist[self.D].penalty(D)
         return out
 
-    def g_penalties(self, G: nn.Module) -> dict[str, Tensor]:
+    def g_penalties(self, G: nn.Module, prefix: str = "loss/G") -> dict[str, Tensor]:
         """Weighted extra terms of G's loss, by stat name."""
         out = {}
-        if "G" in self.hist:
-            out["loss/G/hist"] = self.tc.historical_averaging * self.hist["G"].penalty(G)
+        if self.G in self.hist:
+            out[f"{prefix}/hist"] = self.tc.historical_averaging * self.hist[self.G].penalty(G)
         if self.tc.orthogonal_reg > 0:
-            out["loss/G/ortho"] = self.tc.orthogonal_reg * orthogonal_penalty(G)
+            out[f"{prefix}/ortho"] = self.tc.orthogonal_reg * orthogonal_penalty(G)
         return out
 
     # D freezing ----------------------------------------------------------------------------------
@@ -455,8 +457,8 @@ class Tricks:
 
     # after an optimizer step ---------------------------------------------------------------------
     def after_step(self, key: str, net: nn.Module) -> None:
-        """Fold the new weights of ``net`` (``"G"`` or ``"D"``) into their historical average."""
-        if key in self.hist and not (key == "D" and self.d_frozen_now):
+        """Fold the new weights of network ``key`` into its historical average."""
+        if key in self.hist and not (key == self.D and self.d_frozen_now):
             self.hist[key].update(net)
 
     @property

@@ -25,8 +25,7 @@ from . import features as _features  # noqa: F401  (registers the extractors)
 from .memorization import memorization_report
 from .modes import stacked_mnist_modes
 
-DIGIT_DATASETS = ("mnist5k", "digits", "stackedmnist")
-LOWER_IS_BETTER = {"fid", "fid_inf", "kid_mean", "kl_to_uniform", "stacked_kl_to_uniform"}
+LOWER_IS_BETTER = {"fid", "fid_inf", "kid_mean", "kl_to_uniform", "stacked_kl_to_uniform", "l1"}
 #: Metrics computed here rather than from the METRICS registry: they need more than two feature
 #: arrays (a held-out set, per-channel classification, or the generator itself).
 SET_METRICS = {
@@ -44,8 +43,10 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GANKIT_CACHE", Path.home() / ".cache" / "gankit")) / "features"
 
 
-def default_features(x: torch.Tensor, dataset: str | None) -> str:
-    """``raw`` for points, ``lenet-mnist`` for the digit datasets, ``random-cnn`` otherwise.
+def default_features(x: torch.Tensor, dataset: str | None = None,
+                     info: dict[str, Any] | None = None) -> str:
+    """The extractor the data's metadata names (``info["features"]``, from its registry entry),
+    when it fits the samples' shape; else ``raw`` for points and ``random-cnn`` for images.
 
     ImageNet Inception features on 28x28 digits are meaningless; for other images the random CNN
     of Naeem et al. 2020 is used unless the user supplies Inception weights (``--features
@@ -53,12 +54,22 @@ def default_features(x: torch.Tensor, dataset: str | None) -> str:
     """
     if x.dim() == 2:
         return "raw"
-    if dataset in DIGIT_DATASETS and x.shape[1] == 1:
-        return "lenet-mnist"
-    return "random-cnn"
+    want = (info or {}).get("features")
+    if want is None and dataset is not None:
+        from ..data import dataset_meta
+
+        want = dataset_meta(dataset).get("features")
+    if want == "lenet-mnist" and x.shape[1] != 1:
+        want = None  # the digit classifier reads one channel
+    return want or "random-cnn"
 
 
-def default_metrics(x: torch.Tensor, toy: bool) -> list[str]:
+def default_metrics(x: torch.Tensor, toy: bool, info: dict[str, Any] | None = None) -> list[str]:
+    """The set metrics the data's metadata names, else modes + precision/recall for toy
+    mixtures and FID, KID, precision/recall, density/coverage for everything else."""
+    named = [m for m in (info or {}).get("metrics") or [] if m in METRICS or m in SET_METRICS]
+    if named:
+        return named
     if toy:
         return ["modes", "pr"]
     return ["fid", "kid", "pr", "dc"]
@@ -117,11 +128,11 @@ def evaluate_sets(real: torch.Tensor, fake: torch.Tensor, *, metrics: list[str] 
                         f"{list(fake.shape[1:])}; resize one of them (e.g. --image-size)")
     info = info or {}
     toy = "centers" in info
-    names = metrics or default_metrics(real, toy)
+    names = metrics or default_metrics(real, toy, info)
     check_metric_names(names, allow_run=False)
     special = [n for n in names if n in SET_METRICS]
     names = [n for n in names if n not in SET_METRICS]
-    feat_name = features or default_features(real, dataset)
+    feat_name = features or default_features(real, dataset, info)
     ext = FEATURES.get(feat_name)(**(feature_options or {}))
     needs = {METRICS.get(n).needs for n in names} | ({"features"} if "mem" in special else set())
     want_logits = "logits" in needs
@@ -192,55 +203,3 @@ def better(metric: str, new: float, old: float | None) -> bool:
     if old is None or not np.isfinite(old):
         return bool(np.isfinite(new))
     return new < old if metric in LOWER_IS_BETTER else new > old
-
-
-def evaluate_run(run_dir: str | Path, *, metrics: list[str] | None = None, n: int = 5000,
-                 features: str | None = None, feature_options: dict[str, Any] | None = None,
-                 split: str = "train", seed: int = 0, weights: str = "G_ema",
-                 write: bool = True) -> dict[str, Any]:
-    """Sample ``n`` from a run's generator and evaluate against its dataset's ``split``."""
-    from ..api import _read_config, load
-    from ..data import load_data
-
-    run_dir = Path(run_dir)
-    cfg, info = _read_config(run_dir)
-    ds = load_data(cfg.data.name, image_size=cfg.data.image_size, channels=cfg.data.channels,
-                   seed=cfg.train.seed)
-    if list(ds.shape) != list(info["shape"]):
-        raise ConfigError(f"'{ds.name}' now has shape {list(ds.shape)}; the run was trained on "
-                          f"{info['shape']}")
-    if split not in ("train", "test"):
-        raise ConfigError(f"split must be train or test, got '{split}'")
-    real = ds.x if split == "train" else ds.x_test
-    if real is None:
-        raise ConfigError(f"dataset '{ds.name}' has no test split; use --split train")
-    names = metrics or default_metrics(real, "centers" in ds.info)
-    check_metric_names(names, allow_run=True)
-    run_names = [m for m in names if m in RUN_METRICS]
-    set_names = [m for m in names if m not in RUN_METRICS]
-    real = _subsample(real, n, seed)
-    sampler = load(run_dir, weights=weights)
-    fake = sampler.sample(n, seed=seed)
-    key = {"dataset": ds.name, "split": split, "seed": seed, "image_size": cfg.data.image_size}
-    heldout = ds.x_test if (split == "train" and "mem" in set_names) else None
-    if heldout is None and "mem" in set_names:
-        raise ConfigError("metric 'mem' compares with held-out data: use --split train")
-    out: dict[str, Any] = {"results": {}, "protocol": {"n_fake": n, "seed": seed, "metrics": {}}}
-    if set_names:
-        out = evaluate_sets(real, fake, metrics=set_names, features=features,
-                            feature_options=feature_options, dataset=ds.name, info=ds.info,
-                            real_key=key, seed=seed, heldout=heldout)
-    from .utility import augmentation_gain, classification_accuracy_score
-
-    for m in run_names:
-        fn = classification_accuracy_score if m == "cas" else augmentation_gain
-        out["results"] |= fn(sampler, ds, seed=seed)
-        out["protocol"]["metrics"][m] = {"classifier": "LeNet from scratch, Adam 1e-3, seeded",
-                                         "test": f"{ds.name} test split"}
-    from ..train.checkpoint import latest_checkpoint
-
-    out["protocol"] |= {"run": str(run_dir), "checkpoint": latest_checkpoint(run_dir).name,
-                        "weights": weights, "dataset": ds.name, "split": split}
-    if write:
-        (run_dir / "eval.json").write_text(json.dumps(out, indent=2) + "\n")
-    return out

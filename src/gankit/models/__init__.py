@@ -9,7 +9,7 @@ import importlib
 import pkgutil
 
 from ..registry import MODELS
-from .base import ModelFamily, Phase, adversarial_phases
+from .base import GANFamily, ModelFamily, Phase, adversarial_phases
 
 for _m in pkgutil.iter_modules(__path__):
     if _m.name not in ("base", "custom"):
@@ -25,4 +25,4 @@ def get_family(name: str) -> type[ModelFamily]:
     return MODELS.get(name)
 
 
-__all__ = ["MODELS", "ModelFamily", "Phase", "adversarial_phases", "get_family"]
+__all__ = ["MODELS", "GANFamily", "ModelFamily", "Phase", "adversarial_phases", "get_family"]

@@ -27,7 +27,7 @@ from ..errors import ConfigError
 from ..nn import spectral_norm_all
 from ..registry import MODELS
 from ..tricks import d_layer_kwargs
-from .base import DView, Game, ModelFamily, Phase, Terms, adversarial_phases
+from .base import DView, Game, GANFamily, Phase, Terms, adversarial_phases
 from .dcgan import DCDiscriminator, DCGANParams, DCGenerator
 
 
@@ -63,7 +63,7 @@ class ACDiscriminator(nn.Module):
 
 @MODELS.register("acgan", description="auxiliary classifier GAN: G(z, c), D predicts source and "
                                        "class (Odena et al. 2017)")
-class ACGAN(ModelFamily):
+class ACGAN(GANFamily):
     """AC-GAN (Odena et al. 2017). Conditional: needs labels, samples by class."""
 
     Params = ACGANParams

@@ -1,15 +1,34 @@
-"""What every model family provides: networks, latent sampling and its training phases.
+"""What every model family declares: networks, optimizers, data, phases and capabilities.
+
+**A family declares, the Trainer does.** A family (one file in ``gankit/models``) declares
+
+- its networks by name: :meth:`ModelFamily.networks` (trained) and
+  :meth:`ModelFamily.frozen_networks` (on the device, never optimised, saved once), each also an
+  attribute of the family under the same name;
+- which of them keep an EMA copy (``ema_networks``);
+- an optimizer spec and learning-rate schedule per network (:meth:`ModelFamily.optim_spec`,
+  :class:`OptimSpec`) and its parameter groups (:meth:`ModelFamily.param_groups`), which the
+  user's ``optim.nets.<name>.*`` keys override;
+- the data it trains on (``data_source``: ``samples``, ``paired``, ``unpaired``, ``classes``);
+- its training as :class:`~gankit.games.phase.Phase` objects (:meth:`ModelFamily.phases`),
+  usually built from a reusable game (:func:`~gankit.games.adversarial.adversarial_phases`);
+- its capabilities (``capabilities``: sample, translate, log_prob, encode, decode, score,
+  attribute, segment), each a method of the same name that the API and the CLI dispatch to;
+- a tiny configuration (``tiny``) for the contract test that runs every family.
 
 Networks never compute losses or step optimizers (the StyleGAN2-ADA ``networks.py``/``loss.py``
-split). A family declares its training as :class:`Phase` objects; the Trainer runs them, and is
-the only code that touches optimizers, backward, AMP, accumulation, DDP and EMA.
+split); the Trainer alone owns optimizers, schedules, backward, AMP, accumulation, DDP, EMA and
+checkpoints. :class:`GANFamily` is the base of the adversarial families: a generator ``G(z, c)``
+and a discriminator ``D`` playing the game, with every stabilisation trick.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -17,44 +36,32 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..losses import AdversarialLoss, clip_weights, d_accuracy, get_loss
-from ..registry import REGULARIZERS
+from ..games.adversarial import DView, Game, Terms, adversarial_phases
+from ..games.phase import Phase, StepContext
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..train.trainer import StepContext
+    from ..data.base import Dataset
 
-LossFn = Callable[["StepContext"], "tuple[Tensor, dict[str, Tensor]]"]
+__all__ = ["CAPABILITIES", "CapabilityError", "DView", "GANFamily", "Game", "ModelFamily",
+           "OptimSpec", "ParamGroup", "Params", "Phase", "StepContext", "Terms",
+           "adversarial_phases", "apply_data_defaults"]
+
+#: What a trained model can do, each a method of the family with the same name.
+CAPABILITIES: dict[str, str] = {
+    "sample": "draw new samples: sample(n, generator=, cond=, **options)",
+    "translate": "map images of the input domain to the output domain: translate(x)",
+    "log_prob": "log-likelihood (or its lower bound) of each sample in nats: log_prob(x)",
+    "encode": "the latent code of each sample: encode(x)",
+    "decode": "samples from latent codes: decode(z)",
+    "score": "an anomaly or realness score per sample: score(x)",
+    "attribute": "a map of what makes each image belong to its class: attribute(x)",
+    "segment": "a label map per pixel: segment(x)",
+}
 
 
-@dataclass
-class Phase:
-    """One optimisation phase of a training step.
-
-    ``opt`` names the optimizer (and so the network) it updates, or a tuple of them for a
-    phase whose loss updates several networks at once (InfoGAN's mutual-information term,
-    consensus optimisation). The phase runs when
-    ``step % every == 0``, ``repeat`` times in a row (k D steps per G step, Goodfellow et al.
-    2014 Alg. 1). ``makes_fake``/``uses_fake`` let the Trainer hand the last D step's fake batch
-    to the G step instead of running G twice. ``after_step`` runs after the optimizer step
-    (e.g. weight clipping). ``applies_tricks`` marks phases whose loss applies the configured
-    phase-level ``tricks.*`` (those of :func:`adversarial_phases` do); a family whose phases
-    include none of them is refused when such a trick is set, instead of silently ignoring it.
-    """
-
-    name: str
-    opt: str | tuple[str, ...]
-    loss_fn: LossFn
-    every: int = 1
-    repeat: int = 1
-    makes_fake: bool = False
-    uses_fake: bool = False
-    after_step: Callable[[], None] | None = None
-    applies_tricks: bool = False  # its loss applies the phase-level tricks.* (gankit.tricks)
-
-    @property
-    def opts(self) -> tuple[str, ...]:
-        return (self.opt,) if isinstance(self.opt, str) else tuple(self.opt)
+class CapabilityError(ConfigError):
+    """A model was asked for something it cannot do (e.g. translating with a DCGAN)."""
 
 
 class Params(BaseModel):
@@ -63,16 +70,48 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+@dataclass
+class OptimSpec:
+    """How one network is optimised: the optimizer, its hyper-parameters and the schedule.
+
+    ``schedule``: ``constant`` (after an optional linear ``warmup``), ``linear`` (constant until
+    ``decay_start``, then linear decay to ``min_lr_ratio`` x lr at the last step: pix2pix and
+    CycleGAN's schedule) or ``cosine`` (``warmup`` then cosine decay to ``min_lr_ratio`` x lr).
+    """
+
+    name: str = "adam"
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 0.0
+    eps: float = 1e-8
+    schedule: str = "constant"
+    warmup: int = 0
+    decay_start: int | None = None
+    min_lr_ratio: float = 0.0
+
+
+@dataclass
+class ParamGroup:
+    """Parameters of one network that share settings: ``lr_mult`` scales the network's lr (e.g.
+    StyleGAN's mapping network at 0.01x), ``weight_decay`` overrides it (e.g. none on biases)."""
+
+    params: list[Tensor]
+    lr_mult: float = 1.0
+    weight_decay: float | None = None
+    name: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
 def apply_data_defaults(cfg: Any, settings: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Set each ``cfg.<section>.<key>`` of ``settings`` that no config layer set; return them.
 
     Data-dependent defaults: a family's ``defaults`` are applied before the data is known, so
     keys whose default depends on it (images vs points) stay out of ``defaults`` and are filled
-    here, from ``ModelFamily.__init__`` (a family's ``data_defaults``), where the user's layers left them unset (pydantic's
-    ``model_fields_set``: a value given on the command line, in a config file or in
-    ``overrides`` always wins, even when it equals the built-in default). The resolved config,
-    saved as config.json before training, then records them, so resume/load rebuild the same
-    run.
+    here, from ``ModelFamily.__init__`` (a family's ``data_defaults``), where the user's layers
+    left them unset (pydantic's ``model_fields_set``: a value given on the command line, in a
+    config file or in ``overrides`` always wins, even when it equals the built-in default). The
+    resolved config, saved as config.json before training, then records them, so resume/load
+    rebuild the same run.
     """
     applied: dict[str, Any] = {}
     for sec, values in settings.items():
@@ -84,25 +123,17 @@ def apply_data_defaults(cfg: Any, settings: dict[str, dict[str, Any]]) -> dict[s
     return applied
 
 
+def _trainable(net: nn.Module) -> list[Tensor]:
+    return [p for p in net.parameters() if p.requires_grad]
+
+
 class ModelFamily(nn.Module):
-    """Base class of registered models.
+    """Base class of every registered model family, GAN or not (see the module docstring).
 
     Subclasses set ``Params`` and ``defaults`` (config layers applied under the user's), build
-    ``self.G`` and ``self.D`` in ``__init__(cfg, info)`` where ``info`` is
-    :meth:`gankit.data.Dataset.describe`. D's output is read through :meth:`d_forward` (all
-    heads, one pass) and :meth:`d_score` (the real/fake score). Training is the adversarial game
-    of :func:`adversarial_phases`; a family adds auxiliary terms, its own objective or networks
-    by overriding :meth:`phases` to return ``adversarial_phases(self, Game(...))``, so every
-    trick keeps working (writing phases from scratch is possible, but phase-level tricks are then
-    refused unless the phases apply them).
-
-    Stabilisation tricks (``tricks.*``, :mod:`gankit.tricks`): the phase-level ones are applied
-    by :func:`adversarial_phases`. The D-layer ones (dropout, minibatch stddev, minibatch
-    discrimination) are layers of the DCGAN/MLP discriminators: a family may build its D with
-    them (``**gankit.tricks.d_layer_kwargs(cfg)``); otherwise, right after the subclass's
-    ``__init__``, :meth:`install_tricks` adds them in place to a DCGAN/MLP ``self.D`` when the
-    family trains with the default phases (or sets ``d_tricks_in_place = True``), and refuses
-    the config otherwise.
+    their networks as attributes in ``__init__(cfg, info)`` (``info`` is
+    :meth:`gankit.data.Dataset.describe`), and implement :meth:`networks`, :meth:`phases` and the
+    methods of their ``capabilities``.
     """
 
     Params: ClassVar[type[Params]] = Params
@@ -112,9 +143,331 @@ class ModelFamily(nn.Module):
     # value}}}: applied when the model is built to the keys no config layer set (the user's
     # values win), and recorded in the saved config (apply_data_defaults).
     data_defaults: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
-    # D's logged scores (D/real, D/fake) are the scores of the configured loss.name; False for a
-    # family that plays its own objective (EBGAN's energies), so the doctor does not read them
-    # as logits.
+    #: What the trained model can do (keys of CAPABILITIES), each a method of the same name.
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    #: The data source the Trainer draws batches from (gankit.data.sources.SOURCES).
+    data_source: ClassVar[str] = "samples"
+    #: Data kinds (Dataset.kind) the family trains on.
+    data_kinds: ClassVar[tuple[str, ...]] = ("images", "points")
+    #: Networks that get an EMA copy when train.ema is on (sampling uses the copies).
+    ema_networks: ClassVar[tuple[str, ...]] = ()
+    #: Config overrides of the family's tiny model for the fast contract test, and which of the
+    #: tests' tiny datasets it trains on (images, points, paired).
+    tiny: ClassVar[dict[str, Any]] = {}
+    tiny_data: ClassVar[str] = "images"
+    #: Whether the family plays an adversarial game (the tricks.* section applies to it).
+    adversarial: ClassVar[bool] = False
+    # D's logged scores (D/real, D/fake) are the scores of the configured loss.name (GANs only).
+    scores_follow_loss: ClassVar[bool] = False
+
+    def __init__(self, cfg: Config, info: dict[str, Any]) -> None:
+        super().__init__()
+        kind = "images" if info.get("is_image") else "points"
+        apply_data_defaults(cfg, self.data_defaults.get(kind, {}))
+        self.cfg = cfg
+        self.info = info
+        self.p = self.Params(**{k: v for k, v in cfg.model.items() if k != "name"})
+        self.sample_shape: tuple[int, ...] = tuple(info["shape"])
+        self.num_classes: int = int(info.get("num_classes", 0))
+        data_kind = info.get("kind", kind)
+        if data_kind not in self.data_kinds:
+            raise ConfigError(f"model '{cfg.model['name']}' trains on {' or '.join(self.data_kinds)}"
+                              f" data; '{info.get('name')}' is {data_kind}"
+                              + (" (give paired:DIR, or a built-in such as edges2digits)"
+                                 if "paired" in self.data_kinds else ""))
+        if self.needs_labels and self.num_classes < 2:
+            raise ConfigError(
+                f"model '{cfg.model['name']}' is conditional and needs labelled data; "
+                f"'{info['name']}' has no class labels (use class sub-folders or an .npz with y)"
+            )
+
+    @classmethod
+    def validate_config(cls, cfg: Config) -> None:
+        """Cross-section rules, checked when the config is resolved. Families that play no
+        adversarial game refuse the ``tricks.*`` switches, which they would silently ignore."""
+        from ..tricks import active
+
+        want = active(cfg.tricks)
+        if want and not cls.adversarial:
+            raise ConfigError(f"model '{cfg.model['name']}' plays no adversarial game: "
+                              f"{', '.join('tricks.' + k for k in want)} does not apply to it")
+
+    @property
+    def name(self) -> str:
+        return str(self.cfg.model["name"])
+
+    @property
+    def conditional(self) -> bool:
+        return self.needs_labels
+
+    @property
+    def device(self) -> torch.device:
+        for t in (*self.parameters(), *self.buffers()):
+            return t.device
+        return torch.device("cpu")
+
+    # -- declarations ---------------------------------------------------------------------
+    def networks(self) -> dict[str, nn.Module]:
+        """Trained networks by name (each also the family's attribute of that name)."""
+        raise NotImplementedError
+
+    def frozen_networks(self) -> dict[str, nn.Module]:
+        """Networks used but never optimised (pre-trained parts); kept in eval mode."""
+        return {}
+
+    def phases(self) -> list[Phase]:
+        raise NotImplementedError
+
+    def optim_spec(self, name: str) -> OptimSpec:
+        """The optimizer of network ``name`` from the ``optim`` section; families without a
+        discriminator use ``optim.lr``/``optim.betas`` (their defaults set them)."""
+        o = self.cfg.optim
+        if o.lr is None:
+            raise ConfigError(f"model '{self.name}' needs optim.lr (its networks have no G/D "
+                              f"sides for optim.lr_g/lr_d)")
+        return self._spec(o.lr, o.betas if o.betas is not None else o.betas_g)
+
+    def _spec(self, lr: float, betas: tuple[float, float]) -> OptimSpec:
+        o = self.cfg.optim
+        return OptimSpec(o.name, float(lr), tuple(betas), o.weight_decay, o.eps, o.schedule,
+                         o.warmup, o.decay_start, o.min_lr_ratio)
+
+    def param_groups(self, name: str, net: nn.Module) -> list[ParamGroup]:
+        """Parameter groups of network ``name``: one group of its trainable parameters."""
+        return [ParamGroup(_trainable(net))]
+
+    def family_buffers(self) -> dict[str, Tensor]:
+        """Buffers of the family module outside its networks (e.g. BEGAN's k_t, trick state);
+        checkpointed as ``family.safetensors``."""
+        nets = tuple(f"{k}." for k in (*self.networks(), *self.frozen_networks()))
+        return {k: b for k, b in self.named_buffers() if not k.startswith(nets)}
+
+    # -- capabilities ---------------------------------------------------------------------
+    def require(self, capability: str) -> None:
+        """Raise a one-line :class:`CapabilityError` unless the model has ``capability``."""
+        if capability not in CAPABILITIES:
+            raise ConfigError(f"unknown capability '{capability}'; capabilities: "
+                              f"{', '.join(CAPABILITIES)}")
+        if capability not in self.capabilities:
+            can = ", ".join(sorted(self.capabilities)) or "nothing beyond training"
+            raise CapabilityError(f"model '{self.name}' cannot {capability.replace('_', ' ')} "
+                                  f"(it can: {can})")
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None, cond: Any = None,
+               **options: Any) -> Tensor:
+        """``n`` new samples on the model's device."""
+        self.require("sample")
+        raise NotImplementedError
+
+    def translate(self, x: Tensor, *, generator: torch.Generator | None = None,
+                  **options: Any) -> Tensor:
+        self.require("translate")
+        raise NotImplementedError
+
+    def log_prob(self, x: Tensor, *, generator: torch.Generator | None = None,
+                 **options: Any) -> Tensor:
+        self.require("log_prob")
+        raise NotImplementedError
+
+    def encode(self, x: Tensor, *, generator: torch.Generator | None = None,
+               **options: Any) -> Tensor:
+        self.require("encode")
+        raise NotImplementedError
+
+    def decode(self, z: Tensor, *, generator: torch.Generator | None = None,
+               **options: Any) -> Tensor:
+        self.require("decode")
+        raise NotImplementedError
+
+    def score(self, x: Tensor, *, generator: torch.Generator | None = None,
+              **options: Any) -> Tensor:
+        self.require("score")
+        raise NotImplementedError
+
+    def attribute(self, x: Tensor, *, generator: torch.Generator | None = None,
+                  **options: Any) -> Tensor:
+        self.require("attribute")
+        raise NotImplementedError
+
+    def segment(self, x: Tensor, *, generator: torch.Generator | None = None,
+                **options: Any) -> Tensor:
+        self.require("segment")
+        raise NotImplementedError
+
+    def condition(self, n: int, labels: Any) -> Tensor | None:
+        """Class labels ``int64 [n]`` for ``n`` samples: ``labels`` is an int, ``n`` ints or
+        ``None`` (cycle through the classes); ``None`` for unconditional models."""
+        if not self.conditional:
+            if labels is not None:
+                raise ConfigError(f"model '{self.name}' is unconditional: labels cannot be chosen")
+            return None
+        k = self.num_classes
+        if labels is None:
+            c = torch.arange(n) % k
+        elif isinstance(labels, int):
+            c = torch.full((n,), labels)
+        else:
+            c = torch.as_tensor(list(labels) if not torch.is_tensor(labels) else labels,
+                                dtype=torch.int64).flatten()
+            if c.shape != (n,):
+                raise ConfigError(f"labels must be one int or {n} ints, got {tuple(c.shape)}")
+        if len(c) and (c.min() < 0 or c.max() >= k):
+            raise ConfigError(f"labels must lie in [0, {k - 1}]")
+        return c.to(self.device, torch.int64)
+
+    # -- running a capability: fixed seeds, EMA weights, eval mode (written once) -----------
+    @contextlib.contextmanager
+    def substituted(self, nets: dict[str, nn.Module] | None) -> Iterator[None]:
+        """Use other modules for some networks inside the block (the Trainer's EMA copies):
+        the family's attribute of each name is swapped and restored afterwards."""
+        nets = nets or {}
+        old = {}
+        for k, m in nets.items():
+            if k not in self._modules:
+                raise KeyError(f"model has no network '{k}' to substitute")
+            old[k] = self._modules[k]
+            self._modules[k] = m
+        try:
+            yield
+        finally:
+            for k, m in old.items():
+                self._modules[k] = m
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Eval mode inside the block (batch norm uses running statistics, dropout is off),
+        every module's own mode restored afterwards: training state is untouched."""
+        modes = [(m, m.training) for m in self.modules()]
+        self.eval()
+        try:
+            yield
+        finally:
+            for m, t in modes:
+                m.training = t
+
+    @staticmethod
+    def seeded(seed: int | None, device: torch.device) -> torch.Generator:
+        """A generator on ``device`` from ``seed``; no seed: fresh entropy, without touching
+        torch's global generator (as ``torch.seed()`` would)."""
+        g = torch.Generator(device)
+        g.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(7), "little"))
+        return g
+
+    def draw(self, n: int, seed: int | None = None, *, nets: dict[str, nn.Module] | None = None,
+             cond: Any = None, batch_size: int = 500, **options: Any) -> Tensor:
+        """``n`` samples on the CPU from a fixed ``seed``: the one sampling routine behind the
+        API, the sample grids, the evaluator and the doctor's probes.
+
+        ``nets`` substitutes networks (the EMA copies during training); the model runs in eval
+        mode under ``torch.inference_mode`` and its modes are restored, so training is
+        untouched. ``cond`` are class labels (see :meth:`condition`); ``options`` go to
+        :meth:`sample` (e.g. ``truncation``).
+        """
+        if n < 1:
+            raise ConfigError(f"n must be >= 1, got {n}")
+        self.require("sample")
+        c = self.condition(n, cond)
+        gen = self.seeded(seed, self.device)
+        out = []
+        with self.substituted(nets), self.evaluating(), torch.inference_mode():
+            for i in range(0, n, batch_size):
+                m = min(batch_size, n - i)
+                ci = None if c is None else c[i:i + m]
+                out.append(self.sample(m, generator=gen, cond=ci, **options).float().cpu())
+        return torch.cat(out)
+
+    def infer(self, capability: str, x: Tensor, seed: int | None = None, *,
+              nets: dict[str, nn.Module] | None = None, batch_size: int = 256,
+              **options: Any) -> Tensor:
+        """Apply ``capability`` (translate, log_prob, encode, decode, score, ...) to ``x`` in
+        batches, on the CPU, with a seeded generator for any randomness, in eval mode."""
+        self.require(capability)
+        fn = getattr(self, capability)
+        gen = self.seeded(seed, self.device)
+        out = []
+        with self.substituted(nets), self.evaluating(), torch.inference_mode():
+            for i in range(0, len(x), batch_size):
+                xb = x[i:i + batch_size].to(self.device)
+                out.append(fn(xb, generator=gen, **options).float().cpu())
+        return torch.cat(out)
+
+    def preview(self, ds: Dataset, n: int = 64, seed: int = 0,
+                nets: dict[str, nn.Module] | None = None) -> tuple[Tensor, int | None]:
+        """What the sample grids show: ``(samples, images per row)``. Samples from a fixed
+        seed for generative models; for translators, rows of (input, output, target) triplets
+        of held-out pairs."""
+        if "sample" in self.capabilities:
+            return self.draw(n, seed, nets=nets), (8 if self.conditional else None)
+        if "translate" in self.capabilities and ds.a is not None:
+            a = ds.a_test if ds.a_test is not None else ds.a
+            x = ds.x_test if ds.x_test is not None else ds.x
+            k = min(n // 3, len(a), len(x)) if ds.pairing == "paired" else min(n // 2, len(a))
+            out = self.infer("translate", a[:k], seed, nets=nets)
+            cols = [a[:k].float(), out] + ([x[:k].float()] if ds.pairing == "paired" else [])
+            ch = max(int(t.shape[1]) for t in cols)
+            cols = [t.expand(-1, ch, -1, -1) if t.shape[1] != ch else t for t in cols]
+            grid = torch.stack(cols, 1).flatten(0, 1)  # [k * len(cols), C, H, W] row-major
+            return grid, len(cols) * 4
+        raise CapabilityError(f"model '{self.name}' has nothing to preview")
+
+
+# --- the adversarial families -------------------------------------------------------------------
+def _d_layer_settings(D: Any) -> dict[str, Any]:
+    """The D-layer tricks a DCGAN/MLP discriminator already has."""
+    if D is None:
+        return {}
+    D = getattr(D, "body", D)  # a DCGAN discriminator inside a multi-head one (ACGAN, SSGAN)
+    out: dict[str, Any] = {}
+    drop = getattr(D, "drop_rate", None)  # MLP: Dropout layers or functional dropout
+    if drop is None:
+        drop = getattr(getattr(D, "features", None), "dropout", None)  # DCGAN's trunk
+    if drop:
+        out["dropout"] = drop
+    mbstd = getattr(D, "mbstd", None)
+    if mbstd is not None:
+        out["mbstd_group"] = mbstd.group_size
+    mbdisc = getattr(D, "mbdisc", None)
+    if mbdisc is not None:
+        out["mbdisc"] = (mbdisc.kernels, mbdisc.kernel_dim)
+    return out
+
+
+def _check_phase_tricks(model: ModelFamily, phases: list[Phase]) -> None:
+    """Refuse phase-level tricks that a family's own phases would silently ignore."""
+    from ..tricks import PHASE_TRICKS, active
+
+    want = active(model.cfg.tricks, PHASE_TRICKS)
+    if want and not any(ph.applies_tricks for ph in phases):
+        raise ConfigError(f"model '{model.cfg.model['name']}' trains with its own phases, which do "
+                          f"not apply {', '.join('tricks.' + k for k in want)}")
+
+
+class GANFamily(ModelFamily):
+    """Base of the adversarial families: ``G(z[, c])`` against ``D``.
+
+    Subclasses build ``self.G`` and ``self.D`` in ``__init__(cfg, info)`` and set
+    ``self.latent_dim``. D's output is read through :meth:`d_forward` (all heads, one pass) and
+    :meth:`d_score` (the real/fake score). Training is the game of
+    :func:`~gankit.games.adversarial.adversarial_phases`; a family adds auxiliary terms, its own
+    objective or networks by overriding :meth:`phases` to return ``adversarial_phases(self,
+    Game(...))``, so every trick keeps working (writing phases from scratch is possible, but
+    phase-level tricks are then refused unless the phases apply them). ``g_nets`` are the
+    networks on G's side of the optimizer settings (``optim.lr_g``/``betas_g``); the others get
+    D's (``lr_d``/``betas_d``).
+
+    Stabilisation tricks (``tricks.*``, :mod:`gankit.tricks`): the phase-level ones are applied
+    by the game. The D-layer ones (dropout, minibatch stddev, minibatch discrimination) are
+    layers of the DCGAN/MLP discriminators: a family may build its D with them
+    (``**gankit.tricks.d_layer_kwargs(cfg)``); otherwise, right after the subclass's
+    ``__init__``, :meth:`install_tricks` adds them in place to a DCGAN/MLP ``self.D`` when the
+    family trains with the default phases (or sets ``d_tricks_in_place = True``), and refuses
+    the config otherwise.
+    """
+
+    capabilities: ClassVar[frozenset[str]] = frozenset({"sample"})
+    ema_networks: ClassVar[tuple[str, ...]] = ("G",)
+    g_nets: ClassVar[tuple[str, ...]] = ("G",)
+    adversarial: ClassVar[bool] = True
     scores_follow_loss: ClassVar[bool] = True
     # May install_tricks() add D-layer tricks to self.D in place? None: only when the family
     # keeps the default phases (its own phases might use D's parts, e.g. features + head).
@@ -129,7 +482,7 @@ class ModelFamily(nn.Module):
         init = cls.__init__
 
         @functools.wraps(init)
-        def __init__(self: ModelFamily, *args: Any, **kw: Any) -> None:
+        def __init__(self: GANFamily, *args: Any, **kw: Any) -> None:
             init(self, *args, **kw)
             if type(self) is cls:
                 self.install_tricks()
@@ -139,14 +492,14 @@ class ModelFamily(nn.Module):
         phases = cls.phases
 
         @functools.wraps(phases)
-        def checked_phases(self: ModelFamily) -> list[Phase]:
+        def checked_phases(self: GANFamily) -> list[Phase]:
             out = phases(self)
             if type(self) is cls:
                 _check_phase_tricks(self, out)
             return out
 
         # True while the family trains with the default phases (adversarial_phases as such)
-        default = phases is ModelFamily.phases or getattr(phases, "default", False)
+        default = phases is GANFamily.phases or getattr(phases, "default", False)
         checked_phases.default = default  # type: ignore[attr-defined]
         cls.phases = checked_phases  # type: ignore[method-assign]
 
@@ -154,29 +507,28 @@ class ModelFamily(nn.Module):
     D: nn.Module
 
     def __init__(self, cfg: Config, info: dict[str, Any]) -> None:
-        super().__init__()
-        kind = "images" if info.get("is_image") else "points"
-        apply_data_defaults(cfg, self.data_defaults.get(kind, {}))
-        self.cfg = cfg
-        self.info = info
-        self.p = self.Params(**{k: v for k, v in cfg.model.items() if k != "name"})
-        self.sample_shape: tuple[int, ...] = tuple(info["shape"])
-        self.num_classes: int = int(info.get("num_classes", 0))
+        super().__init__(cfg, info)
         self.latent_dim: int = 0
-        if self.needs_labels and self.num_classes < 2:
-            raise ConfigError(
-                f"model '{cfg.model['name']}' is conditional and needs labelled data; "
-                f"'{info['name']}' has no class labels (use class sub-folders or an .npz with y)"
-            )
 
-    @property
-    def conditional(self) -> bool:
-        return self.needs_labels
+    @classmethod
+    def validate_config(cls, cfg: Config) -> None:
+        from ..tricks import check_config
+
+        check_config(cfg)  # cross-section rules of tricks.* (e.g. label smoothing needs BCE)
 
     def networks(self) -> dict[str, nn.Module]:
-        """Trainable networks by optimizer key."""
         return {"G": self.G, "D": self.D}
 
+    def optim_spec(self, name: str) -> OptimSpec:
+        """G-side networks (``g_nets``) use ``optim.lr_g``/``betas_g``, the others (D and its
+        helpers, e.g. InfoGAN's Q) ``lr_d``/``betas_d``; ``optim.lr``/``betas`` override both."""
+        o = self.cfg.optim
+        g = name in self.g_nets
+        lr = o.lr if o.lr is not None else (o.lr_g if g else o.lr_d)
+        betas = o.betas if o.betas is not None else (o.betas_g if g else o.betas_d)
+        return self._spec(lr, betas)
+
+    # -- the generator ----------------------------------------------------------------------
     def sample_latent(self, n: int, generator: torch.Generator | None = None,
                       device: torch.device | str = "cpu") -> Tensor:
         return torch.randn(n, self.latent_dim, generator=generator, device=device)
@@ -184,7 +536,33 @@ class ModelFamily(nn.Module):
     def generate(self, G: nn.Module, z: Tensor, c: Tensor | None = None) -> Tensor:
         return G(z, c) if self.conditional else G(z)
 
-    def d_forward(self, D: nn.Module, x: Tensor, c: Tensor | None = None) -> Any:
+    def truncate(self, z: Tensor, threshold: float, generator: torch.Generator | None) -> Tensor:
+        """The truncation trick (Brock et al. 2019 §3.1): latent entries with
+        ``|z| > threshold`` are redrawn until none is left. Families whose latent holds more
+        than Gaussian noise (InfoGAN's codes) truncate only the noise."""
+        if threshold <= 0:
+            raise ConfigError(f"truncation must be > 0, got {threshold}")
+        while True:
+            bad = z.abs() > threshold
+            if not bad.any():
+                return z
+            z = torch.where(bad, self.sample_latent(len(z), generator, z.device), z)
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None, cond: Any = None,
+               truncation: float | None = None, **options: Any) -> Tensor:
+        """``n`` samples ``G(z[, c])``; ``truncation`` applies the truncation trick to ``z``."""
+        if options:
+            raise ConfigError(f"model '{self.name}' has no sampling option(s) "
+                              f"{', '.join(sorted(options))} (it takes truncation)")
+        z = self.sample_latent(n, generator, self.device)
+        if truncation is not None:
+            z = self.truncate(z, truncation, generator)
+        if self.conditional and cond is None:
+            cond = self.condition(n, None)
+        return self.generate(self.G, z, cond)
+
+    # -- the discriminator ------------------------------------------------------------------
+    def d_forward(self, D: nn.Module, x: Tensor, c: Any = None) -> Any:
         """D's full output for a batch: ``D(x[, c])``. A family whose D has several heads
         (ACGAN's classifier, SSGAN's rotation head, InfoGAN's Q) returns them all from one pass;
         :meth:`d_score` picks the real/fake score and its :class:`Game` terms use the rest."""
@@ -195,19 +573,24 @@ class ModelFamily(nn.Module):
         by default the output itself, PatchGAN-style maps averaged."""
         return out.reshape(n, -1).mean(1)
 
-    def discriminate(self, D: nn.Module, x: Tensor, c: Tensor | None = None) -> Tensor:
+    def discriminate(self, D: nn.Module, x: Tensor, c: Any = None) -> Tensor:
         """D's real/fake score ``[N]`` of a batch (override :meth:`d_forward`/:meth:`d_score`)."""
         return self.d_score(self.d_forward(D, x, c), len(x))
 
-    def d_features(self, D: nn.Module, x: Tensor, c: Tensor | None = None) -> Tensor:
+    def d_features(self, D: nn.Module, x: Tensor, c: Any = None) -> Tensor:
         """D's penultimate per-sample features ``[N, F]`` (for feature matching, Salimans et al.
         2016 §3.1): ``D.features(x[, c])`` flattened. Override for other discriminators."""
         fn = getattr(D, "features", None)
         if not callable(fn):
             raise ConfigError(f"{type(D).__name__} has no features(x) method giving its "
-                              f"penultimate features; override ModelFamily.d_features")
+                              f"penultimate features; override d_features")
         out = fn(x, c) if self.conditional else fn(x)
         return out.reshape(len(x), -1)
+
+    def has_d_features(self, name: str) -> bool:
+        """Whether :meth:`d_features` works for discriminator network ``name``."""
+        return type(self).d_features is not GANFamily.d_features \
+            or callable(getattr(getattr(self, name), "features", None))
 
     def install_tricks(self, modify: bool = True) -> None:
         """Check the configured D-layer tricks against ``self.D`` and add missing ones in place.
@@ -245,272 +628,3 @@ class ModelFamily(nn.Module):
 
     def phases(self) -> list[Phase]:
         return adversarial_phases(self)
-
-
-def _d_layer_settings(D: Any) -> dict[str, Any]:
-    """The D-layer tricks a DCGAN/MLP discriminator already has."""
-    if D is None:
-        return {}
-    D = getattr(D, "body", D)  # a DCGAN discriminator inside a multi-head one (ACGAN, SSGAN)
-    out: dict[str, Any] = {}
-    drop = getattr(D, "drop_rate", None)  # MLP: Dropout layers or functional dropout
-    if drop is None:
-        drop = getattr(getattr(D, "features", None), "dropout", None)  # DCGAN's trunk
-    if drop:
-        out["dropout"] = drop
-    mbstd = getattr(D, "mbstd", None)
-    if mbstd is not None:
-        out["mbstd_group"] = mbstd.group_size
-    mbdisc = getattr(D, "mbdisc", None)
-    if mbdisc is not None:
-        out["mbdisc"] = (mbdisc.kernels, mbdisc.kernel_dim)
-    return out
-
-
-def _trainable(net: nn.Module) -> list[Tensor]:
-    return [p for p in net.parameters() if p.requires_grad]
-
-
-def _check_phase_tricks(model: ModelFamily, phases: list[Phase]) -> None:
-    """Refuse phase-level tricks that a family's own phases would silently ignore."""
-    from ..tricks import PHASE_TRICKS, active, tricks_config
-
-    want = active(tricks_config(model.cfg), PHASE_TRICKS)
-    if want and not any(ph.applies_tricks for ph in phases):
-        raise ConfigError(f"model '{model.cfg.model['name']}' trains with its own phases, which do "
-                          f"not apply {', '.join('tricks.' + k for k in want)}")
-
-
-
-Terms = dict[str, Tensor]  # weighted loss terms by stat name, e.g. {"loss/D/cls": 0.7 * ce}
-
-
-@dataclass
-class DView:
-    """What a D or G step of :func:`adversarial_phases` computed, handed to a family's terms.
-
-    ``real_in``/``fake_in`` are D's inputs after the phase-level tricks (DiffAugment, instance
-    noise); ``out_real``/``out_fake`` are :meth:`ModelFamily.d_forward` of them (every head of
-    D). In the D step the fake batch is detached; in the G step it carries G's graph and
-    ``real_in``/``out_real`` are ``None``. ``d_input`` is D's view of any other batch at this step
-    (e.g. SGAN's labelled examples).
-    """
-
-    ctx: StepContext
-    step: int
-    fake: Tensor
-    c_fake: Tensor | None
-    fake_in: Tensor
-    out_fake: Any
-    d_input: Callable[[Tensor], Tensor]
-    real_in: Tensor | None = None
-    out_real: Any = None
-
-
-TermsFn = Callable[[DView], "tuple[Terms, dict[str, Tensor]]"]
-
-
-@dataclass
-class Game:
-    """How a family extends the adversarial game of :func:`adversarial_phases`.
-
-    ``d_terms``/``g_terms`` return ``(terms, stats)``: weighted terms added to that player's loss
-    (each also logged under its key) and extra statistics. ``loss`` replaces the configured
-    ``loss.name`` objective on D's scores (EBGAN's margin, BEGAN's equilibrium). ``g_nets`` are
-    the optimizers the G phase steps (InfoGAN's ``("G", "Q")``: the G loss also trains Q).
-    ``feature_matching`` makes G minimise feature matching whatever ``tricks.feature_matching``
-    says (SGAN's default, Salimans et al. 2016 §5). ``after_d`` runs after every D optimizer step.
-    """
-
-    d_terms: TermsFn | None = None
-    g_terms: TermsFn | None = None
-    loss: AdversarialLoss | None = None
-    g_nets: tuple[str, ...] = ("G",)
-    feature_matching: bool = False
-    after_d: Callable[[], None] | None = None
-
-
-def _add_terms(total: Tensor, terms: Terms, stats: dict[str, Tensor]) -> Tensor:
-    for k, v in terms.items():
-        stats[k] = v.detach()
-        total = total + v
-    return total
-
-
-def _family_terms(fn: TermsFn | None, view: DView, total: Tensor, stats: dict[str, Tensor],
-                  side: str) -> Tensor:
-    """``total`` plus a family's terms; the plain adversarial part is logged as
-    ``loss/<side>/adv`` when there are any."""
-    if fn is None:
-        return total
-    terms, extra = fn(view)
-    stats.update(extra)
-    if terms:
-        stats[f"loss/{side}/adv"] = total.detach()
-    return _add_terms(total, terms, stats)
-
-
-def adversarial_phases(model: ModelFamily, game: Game | None = None) -> list[Phase]:
-    """The adversarial game with the configured loss, penalty, clipping and tricks.
-
-    D minimises ``loss.d_loss`` (+ ``lambda_gp`` x penalty), G minimises ``loss.g_loss``. A lazy
-    penalty (``gp_every = k > 1``) becomes its own phase every k steps with weight x k (StyleGAN2).
-    A family adds its own terms (auxiliary classifiers, rotation or information losses), replaces
-    the objective or adds networks to the G phase through ``game`` (:class:`Game`), and so keeps
-    every trick below.
-
-    The phase-level ``tricks.*`` (:mod:`gankit.tricks`) enter here: D sees every batch, real or
-    fake, through ``Tricks.d_input`` (DiffAugment, then instance noise), in the D step, the G step
-    and the penalty (whose critic is D after that transform, as in StyleGAN2-ADA); label
-    smoothing replaces D's loss, feature matching G's; historical averaging and orthogonal
-    regularisation add penalties; ``d_every`` and D freezing gate the D step; consensus
-    optimisation replaces the D and G phases by one joint phase over both players' full losses.
-    """
-    from ..tricks import Tricks, consensus_surrogate
-
-    game = game or Game()
-    lc = model.cfg.loss
-    loss = game.loss or get_loss(lc.name)
-    reg = REGULARIZERS.get(lc.gp) if lc.gp else None
-    tk = Tricks(model, loss, feature_matching=game.feature_matching)
-    tc = tk.tc
-    nets = model.networks()
-
-    def critic(D: nn.Module, c: Tensor | None, step: int) -> Callable[[Tensor], Tensor]:
-        return lambda x: model.discriminate(D, tk.d_input(x, step), c)
-
-    def penalty(ctx: StepContext, fake: Tensor, step: int, stats: dict[str, Tensor]) -> Tensor:
-        assert reg is not None
-        pen = reg.fn(critic(ctx.D, ctx.c, step), ctx.real, fake)
-        stats[f"loss/D/{reg.name}"] = pen.detach()
-        return pen
-
-    def d_stats(d_real: Tensor, d_fake: Tensor) -> dict[str, Tensor]:
-        stats = {"D/real": d_real.detach().mean(), "D/fake": d_fake.detach().mean()}
-        if loss.threshold is not None:
-            acc = d_accuracy(d_real, d_fake, loss.threshold)
-            tk.observe_accuracy(acc)
-            stats["D/acc"] = acc
-        return stats
-
-    def d_view(ctx: StepContext, fake: Tensor, c_fake: Tensor | None) -> DView:
-        """D's inputs and full outputs for a real and a fake batch (the fake one as given)."""
-        step = ctx.tr.step
-        real_in, fake_in = tk.d_input(ctx.real, step), tk.d_input(fake, step)
-        out_real = model.d_forward(ctx.D, real_in, ctx.c)
-        out_fake = model.d_forward(ctx.D, fake_in, c_fake)
-        return DView(ctx, step, fake, c_fake, fake_in, out_fake, lambda x: tk.d_input(x, step),
-                     real_in, out_real)
-
-    def d_loss_of(v: DView, stats: dict[str, Tensor]) -> Tensor:
-        """D's game loss (its family terms included) for a view; fills ``stats``."""
-        d_real = model.d_score(v.out_real, len(v.real_in))  # type: ignore[arg-type]
-        d_fake = model.d_score(v.out_fake, len(v.fake_in))
-        stats.update(d_stats(d_real, d_fake))
-        loss_d = _family_terms(game.d_terms, v, tk.d_loss(d_real, d_fake), stats, "D")
-        stats["loss/D"] = loss_d.detach()
-        return loss_d
-
-    def d_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
-        step = ctx.tr.step
-        fake, c_fake = ctx.fake_for_d()  # outside no_grad: G's graph may be kept for the G step
-        stats: dict[str, Tensor] = {}
-        if tk.d_frozen(step):
-            # Measure D (so it can thaw) but give it no gradient at all: its optimizer then skips
-            # every parameter, moments and step count included (see tricks.AccuracyMonitor).
-            with torch.no_grad():
-                v = d_view(ctx, fake.detach(), c_fake)
-                d_real = model.d_score(v.out_real, len(fake))
-                d_fake = model.d_score(v.out_fake, len(fake))
-                stats.update(d_stats(d_real, d_fake))
-                stats["loss/D"] = tk.d_loss(d_real, d_fake)
-            return torch.zeros((), device=fake.device, requires_grad=True), \
-                {**stats, **tk.frozen_flag(True)}
-        loss_d = d_loss_of(d_view(ctx, fake.detach(), c_fake), stats)
-        stats.update(tk.frozen_flag(False))
-        if reg is not None and lc.gp_every == 1:
-            loss_d = loss_d + lc.lambda_gp * penalty(ctx, fake, step, stats)
-        return _add_terms(loss_d, tk.d_penalties(ctx.D), stats), stats
-
-    def g_loss_of(ctx: StepContext, fake: Tensor, c_fake: Tensor | None,
-                  out_fake: Any = None, fake_in: Tensor | None = None
-                  ) -> tuple[Tensor, dict[str, Tensor]]:
-        """G's game loss (its family terms included); ``out_fake`` is D's output on
-        ``fake_in`` when the caller has it already (consensus)."""
-        step = ctx.tr.step
-        loss_g, fake_in, out_fake = tk.g_loss(ctx, fake, c_fake, step, fake_in, out_fake)
-        stats: dict[str, Tensor] = {}
-        if game.g_terms is not None:
-            if out_fake is None:  # feature matching did not need D's outputs; the terms do
-                fake_in = tk.d_input(fake, step)
-                out_fake = model.d_forward(ctx.D, fake_in, c_fake)
-            assert fake_in is not None
-            v = DView(ctx, step, fake, c_fake, fake_in, out_fake, lambda x: tk.d_input(x, step))
-            loss_g = _family_terms(game.g_terms, v, loss_g, stats, "G")
-        stats["loss/G"] = loss_g.detach()
-        return loss_g, stats
-
-    def g_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
-        fake, c_fake = ctx.fake_for_g()
-        loss_g, stats = g_loss_of(ctx, fake, c_fake)
-        return _add_terms(loss_g, tk.g_penalties(ctx.G), stats), stats
-
-    g_params = lambda: [p for k in game.g_nets for p in _trainable(nets[k])]
-
-    def gd_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
-        # Consensus optimisation (Mescheder et al. 2017): one fake batch with G's graph, both
-        # players' full losses (family terms included), and the surrogate whose gradient is each
-        # player's grad L_i + gamma grad 1/2 ||v||^2. Penalties stay outside the game's field v.
-        step = ctx.tr.step
-        fake, c_fake = ctx.fake_for_g()
-        stats: dict[str, Tensor] = {}
-        v = d_view(ctx, fake, c_fake)
-        loss_d = d_loss_of(v, stats)
-        loss_g, g_stats = g_loss_of(ctx, fake, c_fake, v.out_fake, v.fake_in)
-        stats.update(g_stats)
-        total, cons = consensus_surrogate([(loss_g, g_params()),
-                                           (loss_d, _trainable(ctx.D))], tc.consensus)
-        stats["loss/consensus"] = cons.detach()
-        if reg is not None and lc.gp_every == 1:
-            total = total + lc.lambda_gp * penalty(ctx, fake.detach(), step, stats)
-        total = _add_terms(total, tk.d_penalties(ctx.D), stats)
-        return _add_terms(total, tk.g_penalties(ctx.G), stats), stats
-
-    clip = float(lc.clip) if lc.clip is not None else None
-
-    def after_d() -> None:
-        if clip is not None:
-            clip_weights(model.D, clip)
-        if game.after_d is not None:
-            game.after_d()
-        tk.after_step("D", model.D)
-
-    def after_g() -> None:
-        tk.after_step("G", model.G)
-
-    def after_gd() -> None:
-        after_d()
-        after_g()
-
-    g_opt: str | tuple[str, ...] = game.g_nets[0] if len(game.g_nets) == 1 else game.g_nets
-    if tc.consensus > 0:
-        phases = [Phase("GD", (*game.g_nets, "D"), gd_step, after_step=after_gd,
-                        applies_tricks=True)]
-    else:
-        phases = [Phase("D", "D", d_step, every=tc.d_every, repeat=model.cfg.optim.n_critic,
-                        makes_fake=True, after_step=after_d, applies_tricks=True)]
-    if reg is not None and lc.gp_every > 1:
-        k = lc.gp_every
-
-        def d_reg(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
-            step = ctx.tr.step
-            with torch.no_grad():
-                fake, _ = ctx.fake_for_d()
-            stats: dict[str, Tensor] = {}
-            return lc.lambda_gp * k * penalty(ctx, fake, step, stats), stats
-
-        phases.append(Phase("D_reg", "D", d_reg, every=k))
-    if tc.consensus == 0:
-        phases.append(Phase("G", g_opt, g_step, uses_fake=True, after_step=after_g,
-                            applies_tricks=True))
-    return phases

@@ -50,7 +50,7 @@ from ..losses import AdversarialLoss
 from ..nn import conv_stages, prod
 from ..nn.resample import UpConv2d
 from ..registry import MODELS
-from .base import DView, Game, ModelFamily, Params, Phase, Terms, adversarial_phases
+from .base import DView, Game, GANFamily, Params, Phase, Terms, adversarial_phases
 
 
 class BEGANParams(Params):
@@ -223,7 +223,7 @@ class BEGANDiscriminator(AutoencoderDiscriminator):
 
 
 @MODELS.register("began", description="boundary equilibrium GAN: autoencoder D, L1 energies, k_t controller (Berthelot et al. 2017)")
-class BEGAN(ModelFamily):
+class BEGAN(GANFamily):
     """BEGAN (Berthelot, Schumm & Metz 2017); see the module docstring."""
 
     Params = BEGANParams

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 from ..errors import ConfigError
 from ..nn import spectral_norm_all
 from ..registry import MODELS
-from .base import ModelFamily, Params
+from .base import GANFamily, Params
 from .dcgan import DCDiscriminator, DCGenerator
 from .gan import MLPDiscriminator, MLPGenerator, mlp_sizes
 
@@ -35,7 +35,7 @@ class CGANParams(Params):
 
 
 @MODELS.register("cgan", description="conditional GAN, label into G and D (Mirza & Osindero 2014); MLP or conv")
-class CGAN(ModelFamily):
+class CGAN(GANFamily):
     """Conditional GAN (Mirza & Osindero 2014)."""
 
     Params = CGANParams

@@ -17,7 +17,7 @@ from ..nn import conv_stages, dcgan_init, spectral_norm_all
 from ..nn.minibatch import MinibatchDiscrimination, MinibatchStdDev, fit_mbdisc, widened_linear
 from ..registry import MODELS
 from ..tricks import d_layer_kwargs
-from .base import ModelFamily, Params
+from .base import GANFamily, Params
 
 
 class DCGANParams(Params):
@@ -147,7 +147,7 @@ class DCDiscriminator(nn.Module):
 
 
 @MODELS.register("dcgan", description="deep convolutional GAN with Radford et al.'s architecture rules")
-class DCGAN(ModelFamily):
+class DCGAN(GANFamily):
     """DCGAN (Radford et al. 2016)."""
 
     Params = DCGANParams

@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 from ..losses import AdversarialLoss
 from ..registry import MODELS
-from .base import DView, Game, ModelFamily, Params, Phase, Terms, adversarial_phases
+from .base import DView, Game, GANFamily, Params, Phase, Terms, adversarial_phases
 from .began import AutoencoderDiscriminator, per_sample_mean
 from .dcgan import DCGenerator
 from .gan import MLPGenerator
@@ -97,7 +97,7 @@ def pulling_away(s: Tensor) -> Tensor:
 
 
 @MODELS.register("ebgan", description="energy-based GAN: autoencoder D, margin loss, pulling-away term (Zhao et al. 2017)")
-class EBGAN(ModelFamily):
+class EBGAN(GANFamily):
     """EBGAN (Zhao, Mathieu & LeCun 2017); see the module docstring."""
 
     Params = EBGANParams

@@ -19,7 +19,7 @@ from ..nn import prod, spectral_norm_all
 from ..nn.minibatch import MinibatchDiscrimination, MinibatchStdDev, fit_mbdisc, widened_linear
 from ..registry import MODELS
 from ..tricks import d_layer_kwargs
-from .base import ModelFamily, Params
+from .base import GANFamily, Params
 
 
 class GANParams(Params):
@@ -158,7 +158,7 @@ def mlp_sizes(p: GANParams, is_image: bool) -> dict[str, int]:
 
 
 @MODELS.register("gan", description="original MLP GAN, minimax or non-saturating loss (Goodfellow et al. 2014)")
-class GAN(ModelFamily):
+class GAN(GANFamily):
     """The original GAN (Goodfellow et al. 2014)."""
 
     Params = GANParams

@@ -35,9 +35,8 @@ The model is unconditional (``sample(labels=...)`` is refused); fix codes with
     z = torch.randn(10, g.model.noise_dim).repeat(10, 1)          # same noise in every row
     x = g.model.generate_with_codes(g.G, z, cat=torch.arange(10).repeat_interleave(10))
 
-``sample(truncation=t)`` redraws every latent entry above ``t``, codes included: keep ``t >= 1``
-(the one-hot and U[-1, 1] entries are then left alone) or truncate the noise yourself and use
-:meth:`InfoGAN.generate_with_codes`.
+``sample(truncation=t)`` truncates the incompressible noise only (entries with ``|z| > t`` are
+redrawn); the codes keep their own distributions (a one-hot category, U[-1, 1] continuous codes).
 """
 
 from __future__ import annotations
@@ -55,7 +54,7 @@ from ..errors import ConfigError
 from ..nn import dcgan_init, spectral_norm_all
 from ..registry import MODELS
 from ..tricks import d_layer_kwargs
-from .base import DView, Game, ModelFamily, Phase, Terms, adversarial_phases
+from .base import DView, Game, GANFamily, Phase, Terms, adversarial_phases
 from .dcgan import DCDiscriminator, DCGANParams, DCGenerator
 
 LOG_2PI = math.log(2 * math.pi)
@@ -112,7 +111,7 @@ def info_nll(q: tuple[Tensor | None, Tensor, Tensor], cat: Tensor | None,
 
 @MODELS.register("infogan", description="InfoGAN: categorical + continuous latent codes, "
                                          "mutual-information term (Chen et al. 2016)")
-class InfoGAN(ModelFamily):
+class InfoGAN(GANFamily):
     """InfoGAN (Chen et al. 2016) on DCGAN networks; networks ``G``, ``D`` and ``Q``."""
 
     Params = InfoGANParams
@@ -199,6 +198,20 @@ class InfoGAN(ModelFamily):
         cat, cont = self.sample_codes(n, generator, device)
         return self.latent_from(noise, cat, cont)
 
+    def truncate(self, z: Tensor, threshold: float, generator: torch.Generator | None) -> Tensor:
+        """The truncation trick on the noise part of the latent only: the one-hot category and
+        the U[-1, 1] codes are not Gaussian, and redrawing their entries would zero the one-hot
+        code or bias the continuous ones."""
+        noise, cat, cont = self.split_latent(z)
+        if threshold <= 0:
+            raise ConfigError(f"truncation must be > 0, got {threshold}")
+        while True:
+            bad = noise.abs() > threshold
+            if not bad.any():
+                return self.latent_from(noise, cat, cont)
+            fresh = torch.randn(noise.shape, generator=generator, device=noise.device)
+            noise = torch.where(bad, fresh, noise)
+
     def generate_with_codes(self, G: nn.Module, z: Tensor,
                             cat: int | Sequence[int] | Tensor | None = None,
                             cont: float | Sequence[float] | Tensor | None = None,
@@ -231,8 +244,8 @@ class InfoGAN(ModelFamily):
         p = self.p
 
         def latent(v: DView) -> Tensor:
-            assert v.ctx.last_z is not None  # the latent (holding the codes) of v's fake batch
-            return v.ctx.last_z
+            assert v.latent is not None  # the latent (holding the codes) of v's fake batch
+            return v.latent
 
         def d_terms(v: DView) -> tuple[Terms, dict[str, Tensor]]:
             if not p.info_in_d:

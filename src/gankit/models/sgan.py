@@ -20,8 +20,8 @@ Matching") or the non-saturating loss ``-log D(G(z))`` (``model.g_loss``).
 
 The labelled subset is drawn once from ``train.seed`` and the labels, and stored in the family
 buffer ``labelled_idx`` (checkpointed as ``family.safetensors``), so a resumed run keeps exactly the
-same labelled examples. After training, :meth:`SGAN.classify` gives D's class logits and
-:func:`load_classifier` rebuilds the trained classifier from a run directory.
+same labelled examples. After training, :meth:`SGAN.classify` gives D's class logits; ``gankit.load(run_dir).model`` is
+the trained classifier (D's weights and the labelled subset ``labelled_idx`` included).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from ..errors import ConfigError
 from ..losses import get_loss
 from ..nn import spectral_norm_all
 from ..registry import MODELS
-from .base import DView, Game, ModelFamily, Phase, Terms, adversarial_phases
+from .base import DView, Game, GANFamily, Phase, Terms, adversarial_phases
 from .dcgan import DCDiscriminator, DCGANParams, DCGenerator
 
 
@@ -102,7 +102,7 @@ def choose_labelled(y: Tensor, n_labels: int, num_classes: int, seed: int) -> Te
 
 @MODELS.register("sgan", description="semi-supervised GAN, K-class D with implicit fake class "
                                       "(Odena 2016; Salimans et al. 2016)")
-class SGAN(ModelFamily):
+class SGAN(GANFamily):
     """Semi-supervised GAN (Odena 2016; Salimans et al. 2016 §5); chapter 002 §4.1.
 
     Needs labelled data (only ``model.n_labels`` labels are used); G is unconditional, so
@@ -184,8 +184,9 @@ class SGAN(ModelFamily):
 
         def d_terms(v: DView) -> tuple[Terms, dict[str, Tensor]]:
             # L_sup on the fixed labelled subset; the adversarial part is L_unsup on logit log Z
-            data, ctx = v.ctx.tr.data, v.ctx
-            sup, acc = self.supervised_loss(ctx.D, data.x, data.y, ctx.n, ctx.tr.noise_gen,
+            ctx = v.ctx
+            data = ctx.tr.source.tensors()  # the whole training set on the device
+            sup, acc = self.supervised_loss(ctx.D, data["x"], data["y"], ctx.n, ctx.generator,
                                             v.d_input)
             return {"loss/D/sup": p.lambda_sup * sup}, {"D/sup_acc": acc}
 
@@ -193,20 +194,3 @@ class SGAN(ModelFamily):
         # or, with model.g_loss=nonsaturating, the configured loss on log Z.
         return adversarial_phases(self, Game(d_terms=d_terms,
                                              feature_matching=p.g_loss == "feature_matching"))
-
-
-def load_classifier(run_dir: str | Path, device: str = "cpu") -> SGAN:
-    """The trained SGAN of a run, in eval mode, with D's weights (for ``classify``) and the
-    labelled subset ``labelled_idx`` (e.g. to evaluate on the examples D never saw labelled)."""
-    from ..api import load
-    from ..train import checkpoint as ckpt
-    from ..train.trainer import FamilyBuffers
-
-    model = load(run_dir, device=device).model
-    if not isinstance(model, SGAN):
-        raise ConfigError(f"{run_dir} is not an sgan run")
-    folder = ckpt.latest_checkpoint(Path(run_dir))
-    ckpt.load_into(model.D, folder / "D.safetensors")
-    ckpt.load_into(FamilyBuffers(model), folder / "family.safetensors")
-    model._subset_checked = True
-    return model.to(device).eval()

@@ -48,7 +48,7 @@ from ..errors import ConfigError
 from ..nn import conv_stages, spectral_norm_all
 from ..nn.resample import ConvPool2d, UpConv2d
 from ..registry import MODELS
-from .base import ModelFamily, Params
+from .base import GANFamily, Params
 from .gan import MLPDiscriminator, MLPGenerator, mlp_sizes
 
 
@@ -169,7 +169,7 @@ class ResNetDiscriminator(nn.Module):
 
 @MODELS.register("sngan", description="spectrally normalised D, hinge loss, ResNet G/D, Adam 2e-4 "
                                       "(0, 0.9), 5 D steps (Miyato et al. 2018)")
-class SNGAN(ModelFamily):
+class SNGAN(GANFamily):
     """SNGAN (Miyato et al. 2018): ResNet networks, spectral norm on every D layer, hinge loss."""
 
     Params = SNGANParams

@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from ..nn import spectral_norm_all
 from ..registry import MODELS
 from ..tricks import d_layer_kwargs
-from .base import DView, Game, ModelFamily, Phase, Terms, adversarial_phases
+from .base import DView, Game, GANFamily, Phase, Terms, adversarial_phases
 from .dcgan import DCDiscriminator, DCGANParams, DCGenerator
 
 N_ROT = 4  # 0, 90, 180, 270 degrees
@@ -78,7 +78,7 @@ class SSDiscriminator(nn.Module):
 
 @MODELS.register("ssgan", description="self-supervised GAN with an auxiliary rotation loss "
                                        "(Chen et al. 2019)")
-class SSGAN(ModelFamily):
+class SSGAN(GANFamily):
     """SS-GAN (Chen et al. 2019); chapter 002 §5.2. Unsupervised: labels are not used."""
 
     Params = SSGANParams

@@ -72,12 +72,12 @@ from ..losses import get_loss
 from ..nn import prod
 from ..registry import MODELS
 from ..tricks import PHASE_TRICKS, active, tricks_config
-from .base import ModelFamily, Params, Phase, adversarial_phases
+from .base import DView, Game, GANFamily, Params, Phase, adversarial_phases
 from .dcgan import DCDiscriminator, DCGenerator
 from .gan import MLPGenerator, mlp
 
 if TYPE_CHECKING:
-    from ..train.trainer import StepContext
+    from ..games.phase import StepContext
 
 
 class UnrolledParams(Params):
@@ -194,7 +194,7 @@ UNROLLED_DATA_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 @MODELS.register("unrolled", description="unrolled GAN: G's loss against D unrolled K optimizer steps (Metz et al. 2017)")
-class UnrolledGAN(ModelFamily):
+class UnrolledGAN(GANFamily):
     """Unrolled GAN (Metz et al. 2017); see the module docstring.
 
     ``optim.lr_g``/``lr_d`` and, on points, ``train.batch_size`` default by data
@@ -233,8 +233,6 @@ class UnrolledGAN(ModelFamily):
             # changes either would be silently half-applied, so refuse it.
             raise ConfigError(f"model 'unrolled' unrolls D's plain loss.d_loss and does not "
                               f"support {', '.join('tricks.' + k for k in want)}")
-        # real batch of the last D step, per grad-accumulation micro-batch, for the G step
-        self._reals: dict[int, Tensor] = {}
 
     # -- the unrolled generator loss -----------------------------------------------------
     def surrogate_optimizer(self, ctx: StepContext | None = None) -> UnrollOptimizer:
@@ -290,27 +288,13 @@ class UnrolledGAN(ModelFamily):
         return loss_g, d_loss_k
 
     def phases(self) -> list[Phase]:
-        phases = adversarial_phases(self)
-        for ph in phases:
-            if ph.name == "D":
-                inner = ph.loss_fn
+        def g_loss(v: DView) -> tuple[Tensor, dict[str, Tensor]]:
+            # the step's real batch is the one the last D step used: the K unrolled steps
+            # replay D's update on it (Metz et al. 2017, eq. 4-5)
+            assert v.real is not None and v.D is not None
+            loss_g, d_loss_k = self.unrolled_g_loss(v.D, v.real, v.fake,
+                                                    self.surrogate_optimizer(v.ctx))
+            stats = {"unrolled/loss_D_K": d_loss_k} if self.p.unroll_steps else {}
+            return loss_g, stats
 
-                def d_step(ctx: StepContext, inner: Callable = inner) -> tuple[Tensor, dict[str, Tensor]]:
-                    self._reals[ctx.micro] = ctx.real  # the unrolled steps reuse this batch
-                    return inner(ctx)
-
-                ph.loss_fn = d_step
-            elif ph.name == "G":
-                ph.loss_fn = self._g_step
-        return phases
-
-    def _g_step(self, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
-        fake, _ = ctx.fake_for_g()
-        real = self._reals.pop(ctx.micro, None)
-        if real is None:
-            real = ctx.real
-        loss_g, d_loss_k = self.unrolled_g_loss(ctx.D, real, fake, self.surrogate_optimizer(ctx))
-        stats = {"loss/G": loss_g.detach()}
-        if self.p.unroll_steps:
-            stats["unrolled/loss_D_K"] = d_loss_k  # D's loss after the K unrolled steps
-        return loss_g, stats
+        return adversarial_phases(self, Game(g_loss=g_loss))

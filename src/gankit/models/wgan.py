@@ -47,19 +47,16 @@ images.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..registry import MODELS
-from .base import ModelFamily, Params, Phase, adversarial_phases
+from .base import DView, Game, GANFamily, Params, Phase, Terms, adversarial_phases
 from .dcgan import DCDiscriminator, DCGenerator
 from .gan import MLPDiscriminator, MLPGenerator, mlp_sizes
 
-if TYPE_CHECKING:
-    from ..train.trainer import StepContext
 
 
 class PairParams(Params):
@@ -94,7 +91,7 @@ def layer_norm_critic(D: nn.Module) -> nn.Module:
     return D
 
 
-class LossVariantGAN(ModelFamily):
+class LossVariantGAN(GANFamily):
     """A G/D pair for loss-variant families: MLPs on points, DCGAN networks on images.
 
     Subclasses set ``Params`` (a :class:`PairParams`), ``defaults`` (loss and optimiser) and, if
@@ -127,25 +124,15 @@ class LossVariantGAN(ModelFamily):
             self.D = MLPDiscriminator(self.sample_shape, s["d_hidden"], s["d_layers"], 0.0)
 
 
-def with_wasserstein_estimate(phases: list[Phase]) -> list[Phase]:
-    """Add ``wasserstein/estimate = E[D(real)] - E[D(fake)]`` to the stats of the ``D`` phase.
+def wasserstein_estimate(v: DView) -> tuple[Terms, dict[str, Tensor]]:
+    """D-step statistic ``wasserstein/estimate = E[D(real)] - E[D(fake)]`` (no loss term).
 
-    It reuses the critic outputs the D step already logged (``D/real``, ``D/fake``: batch means),
-    so it costs no extra forward pass.
+    It reuses the critic outputs of the D step (the scores it already computed), so it costs no
+    extra forward pass.
     """
-    out = []
-    for ph in phases:
-        if ph.name == "D":
-            inner = ph.loss_fn
-
-            def loss_fn(ctx: StepContext, inner: Any = inner) -> tuple[Tensor, dict[str, Tensor]]:
-                loss, stats = inner(ctx)
-                stats["wasserstein/estimate"] = stats["D/real"] - stats["D/fake"]
-                return loss, stats
-
-            ph = dataclasses.replace(ph, loss_fn=loss_fn)
-        out.append(ph)
-    return out
+    n = len(v.fake_in)
+    est = v.out_real.detach().reshape(n, -1).mean() - v.out_fake.detach().reshape(n, -1).mean()
+    return {}, {"wasserstein/estimate": est}
 
 
 class _WassersteinFamily(LossVariantGAN):
@@ -153,8 +140,8 @@ class _WassersteinFamily(LossVariantGAN):
     d_tricks_in_place: ClassVar[bool | None] = True
 
     def phases(self) -> list[Phase]:
-        phases = adversarial_phases(self)
-        return with_wasserstein_estimate(phases) if self.cfg.loss.name == "wasserstein" else phases
+        est = wasserstein_estimate if self.cfg.loss.name == "wasserstein" else None
+        return adversarial_phases(self, Game(d_terms=est))
 
 
 @MODELS.register("wgan", description="Wasserstein GAN, weight clipping c=0.01, RMSProp 5e-5, "

@@ -24,7 +24,6 @@ class MetricsLogger(Callback):
 
     def __init__(self, run_dir: Path | None, log_every: int, total: int, progress: bool,
                  tensorboard: bool = False) -> None:
-        self.path = run_dir / "metrics.jsonl" if run_dir is not None else None
         self.every, self.total, self.show = log_every, total, progress
         self.history: list[dict[str, Any]] = []
         self.tb = None
@@ -43,11 +42,6 @@ class MetricsLogger(Callback):
 
         self.t0, self.s0 = time.perf_counter(), tr.step
         self.t_last, self.s_last = self.t0, tr.step
-        if self.path is not None and self.path.exists():
-            # Resuming: drop lines logged after the checkpoint we resumed from.
-            keep = [ln for ln in self.path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= tr.step]
-            self.path.write_text("".join(ln + "\n" for ln in keep))
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TextColumn("ETA"),
@@ -66,6 +60,10 @@ class MetricsLogger(Callback):
                 raise ConfigError("train.tensorboard needs the extra: pip install 'gankit[tensorboard]'") from None
             self.tb = SummaryWriter(str(self.run_dir / "tb"))
 
+    def on_rollback(self, tr: Trainer, step: int) -> None:
+        self.history = [r for r in self.history if r["step"] <= step]
+        self.t_last, self.s_last = time.perf_counter(), step
+
     def on_step_end(self, tr: Trainer) -> None:
         if tr.step % self.every and tr.step != self.total:
             self.progress.update(self.task, completed=tr.step)
@@ -74,18 +72,17 @@ class MetricsLogger(Callback):
         now = time.perf_counter()
         it_s = (tr.step - self.s_last) / max(now - self.t_last, 1e-9)
         self.t_last, self.s_last = now, tr.step
-        rec = {"step": tr.step, "time": round(now - self.t0, 3), "it_s": round(it_s, 3),
-               **{k: round(v, 6) if math.isfinite(v) else str(v) for k, v in stats.items()}}
-        tr.last_log = rec
+        rec = tr.log({"time": round(now - self.t0, 3), "it_s": round(it_s, 3),
+                      **{k: round(v, 6) if math.isfinite(v) else str(v)
+                         for k, v in stats.items()}})
         self.history.append(rec)
-        if self.path is not None:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
         if self.tb is not None:
             for k, v in stats.items():
                 self.tb.add_scalar(k, v, tr.step)
         shown = "  ".join(f"{k.split('/', 1)[-1] if k.startswith('loss/') else k}={v:.3f}"
-                          for k, v in stats.items() if k in ("loss/D", "loss/G", "D/real", "D/fake"))
+                          for k, v in stats.items()
+                          if k.count("/") <= 1 and (k.startswith("loss/") or k in ("D/real", "D/fake"))
+                          )[:80]
         self.progress.update(self.task, completed=tr.step, speed=f"{it_s:.1f} it/s", losses=shown)
 
     def on_train_end(self, tr: Trainer) -> None:
@@ -95,39 +92,31 @@ class MetricsLogger(Callback):
 
 
 class SampleGrids(Callback):
-    """Every ``sample_every`` steps: a grid from a fixed z (and fixed labels) in ``samples/``.
+    """Every ``sample_every`` steps: the family's preview grid in ``samples/``: samples from a
+    fixed seed (and fixed labels), or translations of fixed held-out inputs.
 
-    Sampling uses its own generator and G in eval mode, so it never changes the training RNG
-    stream or batch-norm statistics (resumed runs stay bit-identical).
+    Previews run through :meth:`ModelFamily.preview` with the EMA copies, in eval mode and with
+    their own generator, so they never change the training RNG stream or batch-norm statistics
+    (resumed runs stay bit-identical).
     """
 
-    def __init__(self, run_dir: Path, every: int, n: int = 64) -> None:
+    def __init__(self, run_dir: Path, every: int, data: Any, n: int = 64) -> None:
         self.dir = run_dir / "samples"
-        self.every, self.n = every, n
+        self.every, self.n, self.ds = every, n, data
 
     def on_train_start(self, tr: Trainer) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        g = torch.Generator(tr.device).manual_seed(tr.cfg.train.seed + 12345)
-        self.z = tr.model.sample_latent(self.n, g, tr.device)
-        k = tr.model.num_classes
-        self.c = (torch.arange(self.n, device=tr.device) % k) if tr.model.conditional else None
-        self.real = tr.data.x[: 2000]
+        self.real = self.ds.x[:2000]
 
     def on_step_end(self, tr: Trainer) -> None:
         if tr.step % self.every == 0 or tr.step == tr.cfg.train.steps:
             self.write(tr)
 
-    @torch.no_grad()
     def write(self, tr: Trainer) -> Path:
-        G = tr.G_sample
-        was = G.training
-        G.eval()
-        try:
-            fake = tr.model.generate(G, self.z, self.c).float().cpu()
-        finally:
-            G.train(was)
+        fake, nrow = tr.model.preview(self.ds, self.n, tr.cfg.train.seed + 12345,
+                                      nets=tr.sampling_nets())
         path = self.dir / f"step_{tr.step:08d}.png"
-        save_samples(fake, path, self.real.float().cpu(), nrow=8 if tr.model.conditional else None)
+        save_samples(fake, path, self.real.float().cpu(), nrow=nrow)
         return path
 
     def on_train_end(self, tr: Trainer) -> None:
@@ -148,10 +137,10 @@ def save_samples(fake: torch.Tensor, path: Path, real: torch.Tensor | None = Non
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    p = Path(run_dir) / "metrics.jsonl"
-    if not p.exists():
-        return []
-    return [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()]
+    """The records of a run's ``metrics.jsonl`` (a torn last line is skipped)."""
+    from ..rundir import RunDir
+
+    return RunDir(run_dir).read("metrics")
 
 
 def plot_curves(run_dir: Path) -> Path | None:
@@ -159,17 +148,18 @@ def plot_curves(run_dir: Path) -> Path | None:
     rows = read_metrics(run_dir)
     if len(rows) < 2:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     keys = sorted({k for r in rows for k in r if k not in ("step", "time", "it_s")})
     groups = [("losses", [k for k in keys if k.startswith("loss/")]),
               ("discriminator", [k for k in keys if k.startswith("D/")]),
               ("evaluation", [k for k in keys if k.startswith("eval/")])]
     groups = [g for g in groups if g[1]]
-    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 3.5), squeeze=False)
+    # A Figure of its own (no pyplot): nothing global is touched, no backend is switched.
+    fig = Figure(figsize=(6 * len(groups), 3.5))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(groups), squeeze=False)
     for ax, (title, ks) in zip(axes[0], groups):
         for k in ks:
             pts = [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))]
@@ -181,19 +171,25 @@ def plot_curves(run_dir: Path) -> Path | None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     out = Path(run_dir) / "curves.png"
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    from ..rundir import atomic_write_bytes
+
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=100, format="png")
+    atomic_write_bytes(out, buf.getvalue())
     return out
 
 
 class Evaluator(Callback):
-    """Evaluation during training (``train.eval_every``) with the best checkpoint kept.
+    """Evaluation during training (``train.eval_every``) with the best weights kept.
 
-    Every ``eval_every`` steps: ``eval_n`` samples from the sampling generator (G_ema when on,
-    fixed seed, eval mode) are compared with up to ``eval_n`` training images by
-    :func:`gankit.metrics.evaluate.evaluate_sets`; the results go to ``metrics.jsonl`` as
-    ``eval/<key>`` and, when ``best_metric`` improves, G/G_ema weights are copied atomically to
-    ``best/`` with ``best/best.json``. Real features are computed once (and cached on disk).
+    Every ``eval_every`` steps the model is evaluated by :func:`evaluate_model`: ``eval_n``
+    samples drawn from a fixed seed with the EMA copies (generative models) against up to
+    ``eval_n`` training samples, or translations of the held-out inputs against their targets
+    (translators). The results go to ``metrics.jsonl`` as ``eval/<key>`` records and, when
+    ``best_metric`` improves, every network (and EMA copy) is copied atomically to ``best/``
+    with ``best/best.json``. Real features are computed once (and cached on disk).
     """
 
     def __init__(self, run_dir: Path | None, data: Any) -> None:
@@ -201,52 +197,33 @@ class Evaluator(Callback):
         self.ds = data
 
     def on_train_start(self, tr: Trainer) -> None:
-        from ..metrics.evaluate import _subsample
+        from ..rundir import RunDir
 
         t = tr.cfg.train
         self.every, self.n = t.eval_every, t.eval_n
-        self.real = _subsample(self.ds.x, self.n, t.seed)
         self.best_key = t.best_metric
         self.best: float | None = None
-        if self.run_dir is not None and (self.run_dir / "best" / "best.json").exists():
-            b = json.loads((self.run_dir / "best" / "best.json").read_text())
+        self.rundir = RunDir(self.run_dir) if self.run_dir is not None else None
+        if self.rundir is not None and (self.rundir.best / "best.json").exists():
+            b = json.loads((self.rundir.best / "best.json").read_text())
             self.best_key, self.best = b["metric"], b["value"]
 
     def on_step_end(self, tr: Trainer) -> None:
         if tr.step % self.every == 0 or tr.step == tr.cfg.train.steps:
             self.evaluate(tr)
 
-    @torch.no_grad()
     def evaluate(self, tr: Trainer) -> dict[str, float]:
-        from ..metrics.evaluate import better, evaluate_sets
+        from ..metrics.evaluate import better
 
         t = tr.cfg.train
-        G = tr.G_sample
-        was = G.training
-        G.eval()
-        try:
-            gen = torch.Generator(tr.device).manual_seed(t.seed + 999)
-            k = tr.model.num_classes
-            fakes = []
-            for i in range(0, self.n, 500):
-                m = min(500, self.n - i)
-                c = (torch.arange(i, i + m, device=tr.device) % k) if tr.model.conditional else None
-                fakes.append(tr.model.generate(G, tr.model.sample_latent(m, gen, tr.device), c)
-                             .float().cpu())
-        finally:
-            G.train(was)
-        key = {"dataset": self.ds.name, "split": "train", "seed": t.seed,
-               "image_size": tr.cfg.data.image_size}
-        res = evaluate_sets(self.real, torch.cat(fakes), metrics=t.eval_metrics,
-                            features=t.eval_features, dataset=self.ds.name, info=self.ds.info,
-                            real_key=key if self.run_dir is not None else None, seed=t.seed)
+        res = evaluate_model(tr.model, self.ds, n=self.n, seed=t.seed + 999,
+                             metrics=t.eval_metrics, features=t.eval_features,
+                             nets=tr.sampling_nets(), cache=self.run_dir is not None,
+                             image_size=tr.cfg.data.image_size)
         vals = res["results"]
-        rec = {"step": tr.step, **{f"eval/{k}": float(v) for k, v in vals.items()}}
-        tr.last_eval = rec
-        if self.run_dir is None:
+        tr.log({f"eval/{k}": float(v) for k, v in vals.items()}, "eval")
+        if self.rundir is None:
             return vals
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(rec) + "\n")
         if self.best_key is None:
             self.best_key = next(iter(vals))
         if self.best_key not in vals:
@@ -260,27 +237,67 @@ class Evaluator(Callback):
         return vals
 
     def _save_best(self, tr: Trainer, res: dict[str, Any]) -> None:
-        import os
-        import shutil
+        from ..rundir import atomic_write_json
+        from .checkpoint import write_weights
 
-        from safetensors.torch import save_file
+        assert self.rundir is not None
+        mods = {k: m for k, m in tr.checkpoint_modules().items() if k != "family"}
+        write_weights(self.rundir.best, mods)
+        atomic_write_json(self.rundir.best / "best.json",
+                          {"metric": self.best_key, "value": self.best, "step": tr.step, **res})
 
-        from .checkpoint import fsync_path, state_for_safetensors
 
-        assert self.run_dir is not None
-        tmp = self.run_dir / ".tmp-best"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        save_file(state_for_safetensors(tr.model.G), tmp / "G.safetensors")
-        if tr.ema is not None:
-            save_file(state_for_safetensors(tr.ema.G_ema), tmp / "G_ema.safetensors")
-        (tmp / "best.json").write_text(json.dumps(
-            {"metric": self.best_key, "value": self.best, "step": tr.step, **res}, indent=2))
-        for f in tmp.iterdir():
-            fsync_path(f)
-        final = self.run_dir / "best"
-        old = self.run_dir / ".old-best"
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+def evaluate_model(model: Any, ds: Any, *, n: int, seed: int, metrics: list[str] | None = None,
+                   features: str | None = None, nets: dict[str, Any] | None = None,
+                   cache: bool = True, split: str = "train",
+                   image_size: int | None = None) -> dict[str, Any]:
+    """Evaluate a model on its data with a recorded protocol (used during training and by
+    ``gankit eval``).
+
+    Generative models (``sample``): ``n`` samples from ``seed`` against up to ``n`` real samples
+    of ``split``. Translators (``translate``): the held-out inputs translated and compared with
+    their targets, by the paired metrics (L1, PSNR, SSIM, sharpness, label accuracy when the data
+    has labels) and, for the distribution, by the set metrics of the data.
+    """
+    from ..metrics.evaluate import _subsample, evaluate_sets
+
+    if "sample" in model.capabilities:
+        real = ds.x if split == "train" else ds.x_test
+        if real is None:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"dataset '{ds.name}' has no test split; use the train split")
+        real = _subsample(real, n, seed)
+        fake = model.draw(len(real) if split == "test" else n, seed, nets=nets)
+        key = {"dataset": ds.name, "split": split, "seed": seed, "image_size": image_size} \
+            if cache else None
+        return evaluate_sets(real, fake, metrics=metrics, features=features, dataset=ds.name,
+                             info=ds.info, real_key=key, seed=seed)
+    if "translate" in model.capabilities and ds.a is not None:
+        from ..metrics.paired import paired_report
+
+        paired = ds.pairing == "paired"
+        a = ds.a_test if ds.a_test is not None else ds.a
+        x = ds.x_test if ds.x_test is not None else ds.x
+        y = ds.y_test if ds.x_test is not None else ds.y
+        m = min(n, len(a))
+        out = model.infer("translate", a[:m], seed, nets=nets)
+        res: dict[str, Any] = {"results": {}, "protocol": {"task": "translate held-out inputs",
+                                                         "n": m, "seed": seed}}
+        if paired:
+            rep = paired_report(out, x[:m], y[:m] if y is not None and
+                                ds.info.get("features") == "lenet-mnist" else None)
+            res["results"] |= rep["results"]
+            res["protocol"]["paired"] = rep["protocol"]
+        set_metrics = [k for k in (metrics or ["fid", "kid", "pr", "dc"])
+                       if k not in ("l1", "psnr", "ssim", "label_acc", "sharpness")]
+        if set_metrics and out.dim() == 4:
+            sets = evaluate_sets(x[:m], out, metrics=set_metrics, features=features,
+                                 dataset=ds.name, info=ds.info, seed=seed)
+            res["results"] |= sets["results"]
+            res["protocol"]["sets"] = sets["protocol"]
+        return res
+    from ..models.base import CapabilityError
+
+    raise CapabilityError(f"model '{model.name}' can neither sample nor translate: nothing to "
+                          f"evaluate")

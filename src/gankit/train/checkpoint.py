@@ -1,18 +1,10 @@
-"""Atomic checkpoints in a run directory.
-
-Layout::
-
-    run_dir/config.json            resolved config
-    run_dir/run.json               data description, status, versions
-    run_dir/metrics.jsonl          one JSON line per log interval
-    run_dir/samples/step_*.png     grids from a fixed z
-    run_dir/checkpoints/latest     name of the newest complete checkpoint
-    run_dir/checkpoints/step_00000500/{G,D,G_ema}.safetensors, optim.pt, rng_<rank>.pt, state.json
+"""Atomic checkpoints in a run directory (the layout is :mod:`gankit.rundir`'s).
 
 A checkpoint is written into a temporary folder, every file fsync'ed, then renamed into place and
-only then named in ``latest`` (itself replaced atomically), so a crash at any instant leaves the
-previous checkpoint intact. Weights are safetensors; ``optim.pt``/``rng_*.pt`` hold only tensors
-and plain values and are read with ``torch.load(weights_only=True)``. No pickled code is loaded.
+only then named in ``checkpoints/latest`` (itself replaced atomically), so a crash at any instant
+leaves the previous checkpoint intact. Weights are safetensors, one file per network (and per EMA
+copy, ``{net}_ema``); ``optim.pt``/``rng_*.pt`` hold only tensors and plain values and are read
+with ``torch.load(weights_only=True)``. No pickled code is loaded.
 """
 
 from __future__ import annotations
@@ -29,26 +21,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import CheckpointError
+from ..rundir import atomic_write_text, fsync_path
 
-WEIGHT_FILES = ("G", "D", "G_ema")
-
-
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_path(path.parent)
+__all__ = ["CheckpointError", "atomic_write_text", "fsync_path", "latest_checkpoint",
+           "load_into", "load_pt", "load_weights", "publish", "read_state", "tmp_dir",
+           "write_checkpoint", "write_rank_state", "write_weights"]
 
 
 def state_for_safetensors(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -63,6 +40,35 @@ def write_rank_state(folder: Path, rank: int, rng: dict[str, Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(rng, folder / f"rng_{rank}.pt")
     fsync_path(folder / f"rng_{rank}.pt")
+
+
+def write_weights(folder: Path, nets: dict[str, nn.Module]) -> None:
+    """Write ``{name}.safetensors`` per module into ``folder`` atomically (temporary folder,
+    fsync, rename): a crash leaves the old folder or none."""
+    folder = Path(folder)
+    tmp = folder.with_name(f".tmp-{folder.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, net in nets.items():
+        save_file(state_for_safetensors(net), tmp / f"{name}.safetensors")
+    for f in tmp.iterdir():
+        fsync_path(f)
+    old = folder.with_name(f".old-{folder.name}")
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    fsync_path(folder.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_state(folder: Path) -> dict[str, Any]:
+    """A checkpoint's ``state.json`` (step, world size, time)."""
+    try:
+        return json.loads((Path(folder) / "state.json").read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{folder} has no state.json (an incomplete checkpoint)") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{folder}/state.json is corrupt ({e})") from None
 
 
 def write_checkpoint(folder: Path, nets: dict[str, nn.Module], optim: dict[str, Any],

@@ -1,19 +1,26 @@
 """The Trainer: the only code that touches optimizers, backward, AMP, accumulation, DDP and EMA.
 
-A model family declares phases (:class:`gankit.models.base.Phase`); each step the Trainer runs
-every phase whose ``every`` divides the step, ``repeat`` times, each time over ``grad_accum``
-micro-batches. Statistics stay on the device and are synchronised once per ``log_every`` steps.
+A model family declares its networks, optimizer specs, data source and phases
+(:mod:`gankit.models.base`); each step the Trainer sets the scheduled learning rates, runs every
+active phase ``repeat`` times over ``grad_accum`` micro-batches that share one batch per step,
+updates the EMA copies and checkpoints. Statistics stay on the device and are synchronised once
+per ``log_every`` steps. Callbacks see the run through an explicit API: they log records with
+:meth:`Trainer.log` (which writes the run directory's streams and tells the other callbacks) and
+ask for a rollback with :meth:`Trainer.request_rollback`.
+
+The Trainer keeps its own copy of torch's global RNG state (dropout, penalty interpolation and
+augmentation draw from it): :meth:`Trainer.fit` swaps it in with ``torch.random.fork_rng`` and
+out again, so training never reseeds the caller's global generator, and the state travels in
+every checkpoint, so a resumed run continues bit for bit on CPU.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
-import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +29,14 @@ from torch import Tensor, nn
 
 from ..config import Config
 from ..data.base import Dataset
-from ..errors import ConfigError, DataError
-from ..models.base import ModelFamily, Phase
+from ..data.sources import build_source
+from ..errors import ConfigError
+from ..games.phase import Phase, StepContext
+from ..models.base import ModelFamily
+from ..rundir import RunDir
 from . import checkpoint as ckpt
 from .distributed import DistInfo, allreduce_grads, barrier, broadcast_state
+from .optim import Schedule, build_optimizer, check_net_overrides, resolve_spec
 
 
 def pick_device(name: str) -> torch.device:
@@ -40,157 +51,48 @@ def pick_device(name: str) -> torch.device:
     return dev
 
 
-class InMemoryData:
-    """Batches as index slices of one tensor on the device (DESIGN.md §4).
-
-    Each epoch is a permutation drawn from ``generator`` (identical on every process); process
-    ``rank`` takes its contiguous share of each global batch. The permutation and position are
-    checkpointed, so a resumed run sees exactly the batches it would have seen.
-    """
-
-    def __init__(self, ds: Dataset, batch: int, device: torch.device, generator: torch.Generator,
-                 dist_info: DistInfo) -> None:
-        if batch > len(ds):
-            raise DataError(f"batch size {batch} is larger than the dataset ({len(ds)} samples)")
-        if batch % dist_info.world:
-            raise ConfigError(f"batch size {batch} is not divisible by {dist_info.world} processes")
-        self.x = ds.x.to(device)
-        self.y = ds.y.to(device) if ds.y is not None else None
-        self.n, self.batch = len(ds), batch
-        self.local = batch // dist_info.world
-        self.offset = dist_info.rank * self.local
-        self.gen = generator
-        self.device = device
-        self.perm: Tensor | None = None
-        self.pos = 0
-
-    def next(self) -> tuple[Tensor, Tensor | None]:
-        if self.perm is None or self.pos + self.batch > self.n:
-            self.perm = torch.randperm(self.n, generator=self.gen).to(self.device)
-            self.pos = 0
-        idx = self.perm[self.pos + self.offset:self.pos + self.offset + self.local]
-        self.pos += self.batch
-        return self.x[idx], (self.y[idx] if self.y is not None else None)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"perm": None if self.perm is None else self.perm.cpu(), "pos": self.pos,
-                "gen": self.gen.get_state()}
-
-    def load_state_dict(self, s: dict[str, Any]) -> None:
-        self.perm = None if s["perm"] is None else s["perm"].to(self.device)
-        self.pos = int(s["pos"])
-        self.gen.set_state(s["gen"])
-
-
-class StepContext:
-    """What a phase's loss function sees: the networks, a real batch, noise and fakes.
-
-    ``real``/``c`` are drawn lazily, so a phase that only needs fakes draws no data.
-    """
-
-    def __init__(self, trainer: Trainer) -> None:
-        self.tr = trainer
-        self.model: ModelFamily = trainer.model
-        self.G: nn.Module = trainer.model.G
-        self.D: nn.Module = trainer.model.D
-        self.step = 0
-        self.micro = 0
-        self.keep_fake = False
-        self.stash: dict[int, tuple[Tensor, Tensor | None, Tensor]] = {}
-        self.last_z: Tensor | None = None
-        self._batch: tuple[Tensor, Tensor | None] | None = None
-
-    def _reset(self, micro: int, keep: bool) -> None:
-        self.micro, self.keep_fake, self._batch = micro, keep, None
-
-    def batch(self) -> tuple[Tensor, Tensor | None]:
-        if self._batch is None:
-            self._batch = self.tr.data.next()
-        return self._batch
-
-    @property
-    def real(self) -> Tensor:
-        return self.batch()[0]
-
-    @property
-    def c(self) -> Tensor | None:
-        return self.batch()[1] if self.model.conditional else None
-
-    @property
-    def n(self) -> int:
-        return self.tr.data.local
-
-    def z(self, n: int) -> Tensor:
-        return self.model.sample_latent(n, self.tr.noise_gen, self.tr.device)
-
-    def fake_for_d(self) -> tuple[Tensor, Tensor | None]:
-        """A fake batch for a D step; built with G's graph when the next G step will reuse it.
-
-        The latent it came from is ``ctx.last_z`` (InfoGAN reads its codes there).
-        """
-        c = self.c
-        z = self.last_z = self.z(self.n)
-        if self.keep_fake:
-            with self.tr.grad_for(self.G):
-                fake = self.model.generate(self.G, z, c)
-            self.stash[self.micro] = (fake, c, z)
-            return fake, c
-        with torch.no_grad():
-            return self.model.generate(self.G, z, c), c
-
-    def fake_for_g(self) -> tuple[Tensor, Tensor | None]:
-        """The stashed fake of the last D step, or a fresh one (with G's graph); see ``last_z``."""
-        if self.micro in self.stash:
-            fake, c, self.last_z = self.stash.pop(self.micro)
-            return fake, c
-        c = self.c
-        z = self.last_z = self.z(self.n)
-        return self.model.generate(self.G, z, c), c
-
-
 class EMA:
-    """Exponential moving average of G's weights (Karras et al. 2018; Yazici et al. 2019).
+    """Exponential moving averages of some networks' weights (Karras et al. 2018; Yazici et al.
+    2019), one frozen copy per network, ``copies[name]``.
 
     Warm-up: the decay used at step t is ``min(decay, (1 + t) / (10 + t))`` so early averages are
     not dominated by the random initialisation. Buffers (BN statistics) are copied.
     """
 
-    def __init__(self, G: nn.Module, decay: float, start: int) -> None:
-        self.G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    def __init__(self, nets: dict[str, nn.Module], decay: float, start: int) -> None:
+        self.copies = {k: copy.deepcopy(n).eval().requires_grad_(False) for k, n in nets.items()}
         self.decay, self.start = decay, start
 
+    @property
+    def G_ema(self) -> nn.Module:
+        return self.copies["G"]
+
     @torch.no_grad()
-    def update(self, G: nn.Module, step: int) -> None:
-        src = list(G.parameters())
-        dst = list(self.G_ema.parameters())
-        if step < self.start:
-            torch._foreach_copy_(dst, src)
-        else:
-            t = step - self.start
-            beta = min(self.decay, (1 + t) / (10 + t))
-            torch._foreach_lerp_(dst, src, 1.0 - beta)
-        for b_ema, b in zip(self.G_ema.buffers(), G.buffers()):
-            b_ema.copy_(b)
-
-
-def family_buffers(model: ModelFamily) -> dict[str, Tensor]:
-    """Buffers of the family module outside its networks (e.g. BEGAN's k_t, running averages)."""
-    nets = tuple(f"{k}." for k in model.networks())
-    return {k: b for k, b in model.named_buffers() if not k.startswith(nets)}
+    def update(self, nets: dict[str, nn.Module], step: int) -> None:
+        t = step - self.start
+        beta = min(self.decay, (1 + t) / (10 + t)) if t >= 0 else 0.0
+        for k, avg in self.copies.items():
+            src, dst = list(nets[k].parameters()), list(avg.parameters())
+            if beta == 0.0:
+                torch._foreach_copy_(dst, src)
+            else:
+                torch._foreach_lerp_(dst, src, 1.0 - beta)
+            for b_ema, b in zip(avg.buffers(), nets[k].buffers()):
+                b_ema.copy_(b)
 
 
 class FamilyBuffers(nn.Module):
-    """A state-dict view of :func:`family_buffers` so they checkpoint like a network."""
+    """A state-dict view of :meth:`ModelFamily.family_buffers` so they checkpoint like a network."""
 
     def __init__(self, model: ModelFamily) -> None:
         super().__init__()
         self._model = [model]  # a list: not registered as a submodule
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:  # type: ignore[override]
-        return dict(family_buffers(self._model[0]))
+        return dict(self._model[0].family_buffers())
 
     def load_state_dict(self, sd: dict[str, Tensor], strict: bool = True, assign: bool = False) -> Any:  # type: ignore[override]
-        own = family_buffers(self._model[0])
+        own = self._model[0].family_buffers()
         if set(sd) != set(own):
             raise RuntimeError(f"family buffers differ: saved {sorted(sd)}, model {sorted(own)}")
         with torch.no_grad():
@@ -211,24 +113,16 @@ class Callback:
         """After a phase's optimizer step(s), before its gradients are cleared: the place to
         read gradient norms (keep them on the device; sync only when logging)."""
 
+    def on_log(self, tr: Trainer, stream: str, rec: dict[str, Any]) -> None:
+        """A record was logged (by any callback) to ``stream`` (metrics, eval, probes,
+        diagnostics)."""
+
+    def on_rollback(self, tr: Trainer, step: int) -> None:
+        """The run went back to the checkpoint of ``step``; records after it are gone."""
+
     def on_checkpoint(self, tr: Trainer) -> None: ...
 
     def on_train_end(self, tr: Trainer) -> None: ...
-
-
-def make_optimizer(cfg: Config, params: list[nn.Parameter], net: str) -> torch.optim.Optimizer:
-    """Optimizer of network ``net``: G* networks use the G settings, all others the D settings."""
-    o = cfg.optim
-    is_g = net.startswith("G")
-    lr = o.lr_g if is_g else o.lr_d
-    betas = o.betas_g if is_g else o.betas_d
-    if o.name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=o.weight_decay,
-                                foreach=True)
-    if o.name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, weight_decay=o.weight_decay, foreach=True)
-    return torch.optim.SGD(params, lr=lr, momentum=betas[0], weight_decay=o.weight_decay,
-                           foreach=True)
 
 
 class Trainer:
@@ -247,70 +141,155 @@ class Trainer:
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
-        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.rundir = RunDir(run_dir) if run_dir is not None else None
+        self.run_dir = self.rundir.path if self.rundir is not None else None
+        self.dataset = data
         self.model = model.to(self.device)
         if t.channels_last and data.is_image:
             self.model.to(memory_format=torch.channels_last)
-        # One seed drives everything: global RNG (dropout, penalties' interpolation), the noise
-        # generator (per rank) and the data order (identical on all ranks).
-        torch.manual_seed(t.seed + 7919 * self.dist.rank)
+        # One seed drives everything: the Trainer's global-RNG state (dropout, penalties'
+        # interpolation), the noise generator (per rank) and the data order (same on all ranks).
+        with self._forked():
+            torch.manual_seed(t.seed + 7919 * self.dist.rank)
+            self._rng = self._global_rng()
         self.noise_gen = torch.Generator(self.device).manual_seed(t.seed + 1 + 1000 * self.dist.rank)
         micro = t.batch_size // cfg.optim.grad_accum
         if micro * cfg.optim.grad_accum != t.batch_size:
             raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by "
                               f"optim.grad_accum {cfg.optim.grad_accum}")
-        self.data = InMemoryData(data, micro, self.device, torch.Generator().manual_seed(t.seed + 2),
-                                 self.dist)
+        self.source = build_source(model.data_source, data, micro, self.device, t.seed + 2,
+                                   self.dist.rank, self.dist.world,
+                                   **getattr(model, "source_options", lambda: {})())
+        # Networks: trained (optimised, checkpointed) and frozen (never optimised, saved once).
+        nets = model.networks()
+        frozen = dict(model.frozen_networks())
+        for k in t.freeze:
+            if k not in nets:
+                raise ConfigError(f"train.freeze: model '{model.name}' has no trained network "
+                                  f"'{k}'; its networks: {', '.join(nets)}")
+            frozen[k] = nets.pop(k)
+        for k, net in {**nets, **frozen}.items():
+            if getattr(model, k, None) is not net:
+                raise TypeError(f"{type(model).__name__}: network '{k}' must also be the "
+                                f"family's attribute '{k}'")
+        self.nets: dict[str, nn.Module] = nets
+        self.frozen: dict[str, nn.Module] = frozen
+        for net in frozen.values():
+            net.eval().requires_grad_(False)
         if self.dist.enabled:
-            for net in self.model.networks().values():
+            for net in (*nets.values(), *frozen.values()):
                 broadcast_state(net)
-        self.nets = self.model.networks()
-        self.opts = {k: make_optimizer(cfg, [p for p in net.parameters() if p.requires_grad], k)
-                     for k, net in self.nets.items()}
-        self.phases: list[Phase] = self.model.phases()
+        # Phases, then one optimizer (and schedule) per trained network.
+        self.phases: list[Phase] = [ph for ph in model.phases()
+                                    if ph.kind != "grad" or any(k in nets for k in ph.opts)]
         for ph in self.phases:
             for k in ph.opts:
-                if k not in self.opts:
-                    raise ValueError(f"phase {ph.name} names unknown optimizer {k}")
-        self.ema = EMA(self.model.G, t.ema_decay, t.ema_start) if t.ema else None
-        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
-        self.amp_dtype = amp
+                if k not in nets and k not in frozen:
+                    raise ValueError(f"phase {ph.name} names unknown network {k}")
+        check_net_overrides(model, list(nets))
+        lazy = {k: ph.every for ph in self.phases if ph.lazy_reg and ph.every > 1 for k in ph.opts}
+        self.opts: dict[str, torch.optim.Optimizer] = {}
+        self.schedules: dict[str, Schedule] = {}
+        for k, net in nets.items():
+            spec = resolve_spec(model, k, lazy.get(k, 1))
+            self.opts[k] = build_optimizer(model, k, net, spec)
+            self.schedules[k] = Schedule(self.opts[k], spec, t.steps)
+        ema_names = [k for k in model.ema_networks if k in nets]
+        self.ema = EMA({k: nets[k] for k in ema_names}, t.ema_decay, t.ema_start) \
+            if t.ema and ema_names else None
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
         self.scalers = {k: torch.amp.GradScaler(self.device.type) for k in self.opts} \
             if t.amp == "fp16" else {}
+        if t.compile:
+            self._compile()
         self.ctx = StepContext(self)
         self.callbacks = callbacks or []
         self.step = 0
         self.stats: dict[str, Tensor] = {}
         self.counts: dict[str, int] = {}
+        self.records: dict[str, dict[str, Any]] = {}
         self._stop = False
+        self._cbs: list[Callback] = []
         self._phase_cbs: list[Callback] = []
-        self.last_log: dict[str, float] = {}
-        # Set by a callback (the doctor, on divergence) to the factor for the learning rates;
-        # fit() then rolls back before the step could be checkpointed.
-        self.rollback_request: float | None = None
+        self._rollback: float | None = None
+        self._live = False
 
-    # -- helpers ----------------------------------------------------------------------------
+    # -- RNG ----------------------------------------------------------------------------------
+    def _forked(self) -> contextlib.AbstractContextManager[None]:
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        return torch.random.fork_rng(devices=devices)
+
+    def _global_rng(self) -> dict[str, Tensor]:
+        s = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            s["cuda"] = torch.cuda.get_rng_state(self.device)
+        return s
+
+    def _set_global_rng(self, s: dict[str, Tensor]) -> None:
+        torch.set_rng_state(s["torch"])
+        if "cuda" in s and self.device.type == "cuda":
+            torch.cuda.set_rng_state(s["cuda"], self.device)
+
     @contextlib.contextmanager
-    def grad_for(self, net: nn.Module):
-        flags = [p.requires_grad for p in net.parameters()]
-        net.requires_grad_(True)
+    def rng_scope(self) -> Iterator[None]:
+        """Run the block on the Trainer's global-RNG state (restoring the caller's afterwards)."""
+        if self._live:
+            yield
+            return
+        with self._forked():
+            self._set_global_rng(self._rng)
+            self._live = True
+            try:
+                yield
+            finally:
+                self._live = False
+                self._rng = self._global_rng()
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _compile(self) -> None:
+        """``train.compile``: compile every trained network's forward with ``torch.compile``
+        (state dicts keep their keys). Refused for objectives that differentiate through
+        gradients, which compiled graphs do not support (double backward)."""
+        lc, tc = self.cfg.loss, self.cfg.tricks
+        if lc.gp or tc.consensus > 0 or getattr(self.model, "double_backward", False):
+            raise ConfigError("train.compile cannot be used with gradient penalties, consensus "
+                              "optimisation or unrolling: compiled graphs have no double backward")
+        for net in self.nets.values():
+            net.compile()
+
+    @contextlib.contextmanager
+    def grad_for(self, *nets: nn.Module) -> Iterator[None]:
+        flags = [[p.requires_grad for p in n.parameters()] for n in nets]
+        for n in nets:
+            n.requires_grad_(True)
         try:
             yield
         finally:
-            for p, f in zip(net.parameters(), flags):
-                p.requires_grad_(f)
+            for n, fl in zip(nets, flags):
+                for p, f in zip(n.parameters(), fl):
+                    p.requires_grad_(f)
 
-    def autocast(self):
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     @property
+    def data(self) -> Any:
+        """The data source (``source.tensors()`` are the training tensors on the device)."""
+        return self.source
+
+    def sampling_nets(self) -> dict[str, nn.Module]:
+        """The networks sampling should use: the EMA copies of the networks that have one."""
+        return dict(self.ema.copies) if self.ema is not None else {}
+
+    @property
     def G_sample(self) -> nn.Module:
         """The generator used for samples: G_ema when EMA is on."""
-        return self.ema.G_ema if self.ema is not None else self.model.G
+        return self.sampling_nets().get("G", self.nets.get("G") or self.frozen["G"])
 
-    def _accumulate(self, stats: dict[str, Tensor]) -> None:
+    def accumulate(self, stats: dict[str, Tensor]) -> None:
+        """Add statistics (device tensors) to the running means read at the next log step."""
         for k, v in stats.items():
             v = v.detach().float()
             if k in self.stats:
@@ -319,6 +298,8 @@ class Trainer:
             else:
                 self.stats[k] = v.clone()
                 self.counts[k] = 1
+
+    _accumulate = accumulate
 
     def pop_stats(self) -> dict[str, float]:
         """Average the statistics gathered since the last call (one host sync)."""
@@ -329,24 +310,60 @@ class Trainer:
         self.stats, self.counts = {}, {}
         return dict(zip(keys, vals))
 
-    # -- the step ---------------------------------------------------------------------------
+    # -- the callbacks' API -------------------------------------------------------------------
+    def log(self, rec: dict[str, Any], stream: str = "metrics") -> dict[str, Any]:
+        """Log a record (``step`` is added) to ``stream``: appended to the run directory's
+        stream file on the main process and handed to every callback's ``on_log``."""
+        rec = {"step": self.step, **rec}
+        self.records[stream] = rec
+        if self.rundir is not None and self.dist.is_main:
+            self.rundir.append(stream, rec)
+        for cb in self._cbs:
+            cb.on_log(self, stream, rec)
+        return rec
+
+    @property
+    def last_log(self) -> dict[str, Any]:
+        return self.records.get("metrics", {})
+
+    def request_rollback(self, factor: float) -> None:
+        """Ask to return to the latest checkpoint with every learning rate x ``factor``; the
+        Trainer does it right after the current step's callbacks, before any checkpoint."""
+        if not 0 < factor <= 1:
+            raise ValueError(f"rollback factor must be in (0, 1], got {factor}")
+        self._rollback = factor
+
+    # -- the step -----------------------------------------------------------------------------
     def _run_phase(self, ph: Phase, keep_last: bool) -> None:
-        keys = ph.opts
+        ctx = self.ctx
         accum = self.cfg.optim.grad_accum
+        if ph.kind == "closed_form":
+            for r in range(ph.repeat):
+                for micro in range(accum):
+                    ctx.enter(micro, False, ph.fresh and r > 0)
+                    with torch.no_grad():
+                        _, stats = ph.loss_fn(ctx)
+                    self.accumulate(stats)
+                if ph.after_step is not None:
+                    ph.after_step()
+            for cb in self._phase_cbs:
+                cb.on_phase_end(self, ph)
+            return
+        keys = [k for k in ph.opts if k in self.opts]
         scaler = self.scalers.get(keys[0])  # fp16 only: the phase's first optimizer's scaler
-        for k, other in self.nets.items():
-            other.requires_grad_(k in keys)
+        for k, net in self.nets.items():
+            net.requires_grad_(k in keys)
         for r in range(ph.repeat):
             for k in keys:
                 self.opts[k].zero_grad(set_to_none=True)
             for micro in range(accum):
-                self.ctx._reset(micro, keep_last and r == ph.repeat - 1)
+                ctx.enter(micro, keep_last and r == ph.repeat - 1, ph.fresh and r > 0)
                 with self.autocast():
-                    loss, stats = ph.loss_fn(self.ctx)
+                    loss, stats = ph.loss_fn(ctx)
                 if accum > 1:
                     loss = loss / accum
                 (scaler.scale(loss) if scaler else loss).backward()
-                self._accumulate(stats)
+                self.accumulate(stats)
             for k in keys:
                 if self.dist.enabled:
                     allreduce_grads(self.nets[k])
@@ -362,54 +379,69 @@ class Trainer:
             cb.on_phase_end(self, ph)
 
     def train_step(self) -> None:
-        self.ctx.step = self.step
-        active = [ph for ph in self.phases if self.step % ph.every == 0]
-        reuse = self.cfg.train.reuse_fake
-        for i, ph in enumerate(active):
-            keep = reuse and ph.makes_fake and any(q.uses_fake for q in active[i + 1:])
-            self._run_phase(ph, keep)
-        self.ctx.stash.clear()
-        if self.dist.enabled:
-            for net in self.nets.values():
-                broadcast_state(net, buffers_only=True)
-        if self.ema is not None:
-            self.ema.update(self.model.G, self.step)
-        self.step += 1
+        """One training step: scheduled learning rates, every active phase, EMA."""
+        with self.rng_scope():
+            step = self.step
+            for s in self.schedules.values():
+                s.apply(step)
+            self.ctx.begin_step(step)
+            active = [ph for ph in self.phases if ph.active(step)]
+            reuse = self.cfg.train.reuse_fake
+            for i, ph in enumerate(active):
+                keep = reuse and ph.makes_fake and any(
+                    q.uses_fake and q.fake_key == ph.fake_key for q in active[i + 1:])
+                self._run_phase(ph, keep)
+            self.ctx.end_step()
+            if self.dist.enabled:
+                for net in self.nets.values():
+                    broadcast_state(net, buffers_only=True)
+            if self.ema is not None:
+                self.ema.update(self.nets, step)
+            self.step += 1
 
-    # -- the loop ---------------------------------------------------------------------------
+    # -- the loop -----------------------------------------------------------------------------
     def fit(self, steps: int | None = None) -> None:
-        """Train until ``steps`` (default ``train.steps``) generator steps have been taken."""
+        """Train until ``steps`` (default ``train.steps``) steps have been taken."""
         total = steps if steps is not None else self.cfg.train.steps
-        cbs = [c for c in self.callbacks if self.dist.is_main or c.all_ranks]
+        cbs = self._cbs = [c for c in self.callbacks if self.dist.is_main or c.all_ranks]
         self._phase_cbs = [c for c in cbs if type(c).on_phase_end is not Callback.on_phase_end]
-        for cb in cbs:
-            cb.on_train_start(self)
-        old = self._install_sigint()
-        try:
-            self.model.train()
-            while self.step < total:
-                self.train_step()
-                for cb in cbs:
-                    cb.on_step_end(self)
-                    if self.rollback_request is not None:
-                        break  # the step is undone: later callbacks must not sample/eval it
-                if self.rollback_request is not None:  # before checkpointing: never save NaNs
-                    self.rollback(self.rollback_request)
-                    continue
-                if self.run_dir is not None and (
-                        self.step % self.cfg.train.ckpt_every == 0 or self.step == total):
-                    self.save_checkpoint()
-                    for cb in cbs:
-                        cb.on_checkpoint(self)
-                if self._stop:
-                    if self.run_dir is not None and self.step % self.cfg.train.ckpt_every:
-                        self.save_checkpoint()
-                    raise KeyboardInterrupt
-        finally:
-            if old is not None:
-                signal.signal(signal.SIGINT, old)
+        if self.rundir is not None and self.dist.is_main:
+            # Resuming: records logged after the checkpoint belong to undone steps.
+            for stream in ("metrics", "probes"):
+                self.rundir.truncate(stream, self.step)
+            if self.frozen and not self.rundir.frozen.exists():
+                self.save_frozen()
+        with self.rng_scope():
             for cb in cbs:
-                cb.on_train_end(self)
+                cb.on_train_start(self)
+            old = self._install_sigint()
+            try:
+                self.model.train()
+                for net in self.frozen.values():
+                    net.eval()
+                while self.step < total:
+                    self.train_step()
+                    for cb in cbs:
+                        cb.on_step_end(self)
+                        if self._rollback is not None:
+                            break  # the step is undone: later callbacks must not see it
+                    if self._rollback is not None:  # before checkpointing: never save NaNs
+                        self.rollback(self._rollback)
+                        continue
+                    if self.rundir is not None and (
+                            self.step % self.cfg.train.ckpt_every == 0 or self.step == total):
+                        self.save_checkpoint()
+                        for cb in cbs:
+                            cb.on_checkpoint(self)
+                    if self._stop:
+                        if self.rundir is not None and self.step % self.cfg.train.ckpt_every:
+                            self.save_checkpoint()
+                        raise KeyboardInterrupt
+            finally:
+                if old is not None:
+                    signal.signal(signal.SIGINT, old)
+                for cb in cbs:
+                    cb.on_train_end(self)
 
     def _install_sigint(self) -> Callable | None:
         """First Ctrl-C: finish the step, checkpoint, stop. Second Ctrl-C: stop at once."""
@@ -429,74 +461,96 @@ class Trainer:
         """Return to the latest checkpoint with every learning rate multiplied by ``factor``.
 
         The new rates are the current ones (which include earlier rollbacks) times ``factor``,
-        whatever rates the checkpoint saved. Statistics gathered since the last log are dropped
-        (they belong to the undone steps). Returns the checkpoint folder.
+        whatever rates the checkpoint saved. Statistics gathered since the last log and the
+        records logged after the checkpoint are dropped (they belong to the undone steps);
+        callbacks hear of it through ``on_rollback``. Returns the checkpoint folder.
         """
-        if self.run_dir is None:
+        if self.rundir is None:
             raise ckpt.CheckpointError("rollback needs a run directory with a checkpoint")
-        folder = ckpt.latest_checkpoint(self.run_dir)
-        lrs = {k: [g["lr"] for g in o.param_groups] for k, o in self.opts.items()}
+        folder = ckpt.latest_checkpoint(self.rundir.path)
+        bases = {k: list(s.base) for k, s in self.schedules.items()}
         self.load_checkpoint(folder)
-        for k, o in self.opts.items():
-            for g, lr in zip(o.param_groups, lrs[k]):
-                g["lr"] = lr * factor
+        for k, s in self.schedules.items():
+            s.base = [b * factor for b in bases[k]]
+            s.apply(self.step)
         self.stats, self.counts = {}, {}
-        self.ctx.stash.clear()
-        self.rollback_request = None
+        self.ctx.end_step()
+        self._rollback = None
+        if self.dist.is_main:
+            for stream in ("metrics", "probes"):
+                self.rundir.truncate(stream, self.step)
+        for cb in self._cbs:
+            cb.on_rollback(self, self.step)
         return folder
 
-    # -- checkpoints ------------------------------------------------------------------------
+    # -- checkpoints --------------------------------------------------------------------------
     def rng_state(self) -> dict[str, Any]:
-        s: dict[str, Any] = {"torch": torch.get_rng_state(), "noise": self.noise_gen.get_state(),
-                             "data": self.data.state_dict()}
-        if self.device.type == "cuda":
-            s["cuda"] = torch.cuda.get_rng_state(self.device)
+        s: dict[str, Any] = {"global": self._global_rng() if self._live else self._rng,
+                             "noise": self.noise_gen.get_state(),
+                             "data": self.source.state_dict()}
         return s
 
+    def checkpoint_modules(self) -> dict[str, nn.Module]:
+        """What a checkpoint holds: trained networks, EMA copies, family buffers."""
+        mods: dict[str, nn.Module] = dict(self.nets)
+        if self.ema is not None:
+            mods |= {f"{k}_ema": m for k, m in self.ema.copies.items()}
+        if self.model.family_buffers():
+            mods["family"] = FamilyBuffers(self.model)
+        return mods
+
+    def save_frozen(self) -> None:
+        """Write the frozen networks once (they never change)."""
+        assert self.rundir is not None
+        ckpt.write_weights(self.rundir.frozen, self.frozen)
+
     def save_checkpoint(self) -> Path | None:
-        assert self.run_dir is not None
-        folder = ckpt.tmp_dir(self.run_dir, self.step)
+        assert self.rundir is not None
+        run_dir = self.rundir.path
+        folder = ckpt.tmp_dir(run_dir, self.step)
         if self.dist.is_main and folder.exists():
+            import shutil
+
             shutil.rmtree(folder)
         barrier()
         ckpt.write_rank_state(folder, self.dist.rank, self.rng_state())
         barrier()
         final = None
         if self.dist.is_main:
-            nets: dict[str, nn.Module] = dict(self.nets)
-            if self.ema is not None:
-                nets["G_ema"] = self.ema.G_ema
-            if family_buffers(self.model):
-                nets["family"] = FamilyBuffers(self.model)
             optim = {"opts": {k: o.state_dict() for k, o in self.opts.items()},
-                     "scalers": {k: s.state_dict() for k, s in self.scalers.items()}}
+                     "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
+                     "schedules": {k: s.state_dict() for k, s in self.schedules.items()}}
             state = {"step": self.step, "world": self.dist.world, "time": time.time()}
-            ckpt.write_checkpoint(folder, nets, optim, state)
-            final = ckpt.publish(self.run_dir, folder, self.step, self.cfg.train.keep_ckpts)
+            ckpt.write_checkpoint(folder, self.checkpoint_modules(), optim, state)
+            final = ckpt.publish(run_dir, folder, self.step, self.cfg.train.keep_ckpts)
         barrier()
         return final
 
     def load_checkpoint(self, folder: Path) -> None:
         state = ckpt.load_pt(folder / "optim.pt")
-        meta = json.loads((folder / "state.json").read_text())
+        meta = ckpt.read_state(folder)
         if meta.get("world", 1) != self.dist.world:
             raise ckpt.CheckpointError(
                 f"{folder} was written by {meta.get('world')} process(es); resume with the same "
                 f"number (now {self.dist.world})")
-        for k, net in self.nets.items():
-            ckpt.load_into(net, folder / f"{k}.safetensors")
-        if self.ema is not None:
-            ckpt.load_into(self.ema.G_ema, folder / "G_ema.safetensors")
-        if family_buffers(self.model):
-            ckpt.load_into(FamilyBuffers(self.model), folder / "family.safetensors")
+        for k, m in self.checkpoint_modules().items():
+            ckpt.load_into(m, folder / f"{k}.safetensors")
+        if self.frozen and self.rundir is not None and self.rundir.frozen.exists():
+            for k, net in self.frozen.items():
+                ckpt.load_into(net, self.rundir.frozen / f"{k}.safetensors")
         for k, o in self.opts.items():
+            if k not in state["opts"]:
+                raise ckpt.CheckpointError(f"{folder} has no optimizer state for network {k}")
             o.load_state_dict(state["opts"][k])
         for k, s in self.scalers.items():
             s.load_state_dict(state["scalers"][k])
+        for k, s in self.schedules.items():
+            if k in state.get("schedules", {}):
+                s.load_state_dict(state["schedules"][k])
         rng = ckpt.load_pt(folder / f"rng_{self.dist.rank}.pt")
-        torch.set_rng_state(rng["torch"])
+        self._rng = rng["global"]
+        if self._live:
+            self._set_global_rng(self._rng)
         self.noise_gen.set_state(rng["noise"])
-        if "cuda" in rng and self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], self.device)
-        self.data.load_state_dict(rng["data"])
+        self.source.load_state_dict(rng["data"])
         self.step = int(meta["step"])

@@ -1,0 +1,169 @@
+"""Data sources: where a training step's batch comes from.
+
+A family declares its ``data_source`` by name (:data:`SOURCES`); the Trainer builds it over the
+dataset and draws one batch dict per step and micro-batch (shared by the step's phases):
+
+======================  ============================================================================
+source                  batch
+======================  ============================================================================
+``samples``             ``{"x", "y"?}``: the training samples and labels (one tensor, index slices)
+``paired``              ``{"a", "b", "y"?}``: aligned pairs, ``a[i] -> b[i]`` (pix2pix)
+``unpaired``            ``{"a", "b"}``: one batch of each domain, drawn independently (CycleGAN)
+``classes``             one entry per class stream, e.g. ``{"healthy", "patient"}`` (VA-GAN): each
+                        stream draws from its own classes of one labelled set
+======================  ============================================================================
+
+Every source is made of :class:`Stream` s: a stream owns a subset of rows of some aligned
+tensors on the device, a seeded generator, and a permutation with a position. Each epoch of a
+stream is a new permutation (identical on every process); process ``rank`` takes its contiguous
+share of each global batch. Every stream's permutation, position and generator state are in
+the checkpoint, so a resumed run sees exactly the batches it would have seen (DESIGN.md §4:
+small datasets live on the device, batches are index slices, no DataLoader workers).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError, DataError
+from ..registry import Registry
+from .base import Dataset
+
+#: Data sources by name: ``fn(ds, batch, device, seed, rank, world, **options) -> Source``.
+SOURCES: Registry[Callable[..., Source]] = Registry("data source")
+
+
+class Stream:
+    """Batches of aligned ``fields`` (rows ``index`` of each, or all), as seeded permutations."""
+
+    def __init__(self, name: str, fields: dict[str, Tensor], batch: int, device: torch.device,
+                 seed: int, rank: int = 0, world: int = 1, index: Tensor | None = None) -> None:
+        n = len(index) if index is not None else len(next(iter(fields.values())))
+        if batch > n:
+            raise DataError(f"batch size {batch} is larger than the data of '{name}' ({n} samples)")
+        if batch % world:
+            raise ConfigError(f"batch size {batch} is not divisible by {world} processes")
+        self.name = name
+        self.fields = {k: v.to(device) for k, v in fields.items()}
+        self.index = index.to(device) if index is not None else None
+        self.n, self.batch = n, batch
+        self.local = batch // world
+        self.offset = rank * self.local
+        # A stable per-stream seed: the same on every process and in every Python session.
+        self.gen = torch.Generator().manual_seed(seed + zlib.crc32(name.encode()) % 100_003)
+        self.device = device
+        self.perm: Tensor | None = None
+        self.pos = 0
+
+    def next(self) -> dict[str, Tensor]:
+        if self.perm is None or self.pos + self.batch > self.n:
+            self.perm = torch.randperm(self.n, generator=self.gen).to(self.device)
+            self.pos = 0
+        idx = self.perm[self.pos + self.offset:self.pos + self.offset + self.local]
+        self.pos += self.batch
+        if self.index is not None:
+            idx = self.index[idx]
+        return {k: v[idx] for k, v in self.fields.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"perm": None if self.perm is None else self.perm.cpu(), "pos": self.pos,
+                "gen": self.gen.get_state()}
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        self.perm = None if s["perm"] is None else s["perm"].to(self.device)
+        self.pos = int(s["pos"])
+        self.gen.set_state(s["gen"])
+
+
+class Source:
+    """One or more streams drawn together into one batch dict; ``rename`` maps a stream's field
+    names to batch keys (the ``classes`` source yields ``{stream: x, stream_y: y}``)."""
+
+    def __init__(self, streams: list[Stream], rename: dict[str, dict[str, str]] | None = None
+                 ) -> None:
+        self.streams = streams
+        self.rename = rename or {}
+        self.local = streams[0].local
+
+    def draw(self) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        for s in self.streams:
+            names = self.rename.get(s.name, {})
+            for k, v in s.next().items():
+                out[names.get(k, k)] = v
+        return out
+
+    def tensors(self, stream: int = 0) -> dict[str, Tensor]:
+        """The whole tensors of a stream (e.g. SGAN's labelled subset indexes them)."""
+        return self.streams[stream].fields
+
+    def state_dict(self) -> dict[str, Any]:
+        return {s.name: s.state_dict() for s in self.streams}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "perm" in state:  # a checkpoint of the one-stream format
+            state = {self.streams[0].name: state}
+        missing = [s.name for s in self.streams if s.name not in state]
+        if missing:
+            raise DataError(f"the checkpoint has no data position for {', '.join(missing)}")
+        for s in self.streams:
+            s.load_state_dict(state[s.name])
+
+
+def build_source(name: str, ds: Dataset, batch: int, device: torch.device, seed: int,
+                 rank: int = 0, world: int = 1, **options: Any) -> Source:
+    """The data source ``name`` over ``ds`` with ``batch`` samples per draw (all processes)."""
+    return SOURCES.get(name)(ds, batch, device, seed, rank, world, **options)
+
+
+@SOURCES.register("samples", description="the training samples x (and labels y), one permutation")
+def samples(ds: Dataset, batch: int, device: torch.device, seed: int, rank: int, world: int,
+            **_: Any) -> Source:
+    fields = {"x": ds.x} | ({"y": ds.y} if ds.y is not None else {})
+    return Source([Stream("data", fields, batch, device, seed, rank, world)])
+
+
+@SOURCES.register("paired", description="aligned pairs a[i] -> b[i] (pix2pix)")
+def paired(ds: Dataset, batch: int, device: torch.device, seed: int, rank: int, world: int,
+           **_: Any) -> Source:
+    if ds.pairing != "paired" or ds.a is None:
+        raise DataError(f"'{ds.name}' holds no aligned pairs; give paired:DIR (folders A/ and B/ "
+                        f"with matching file names) or a paired built-in such as edges2digits")
+    fields = {"a": ds.a, "b": ds.x} | ({"y": ds.y} if ds.y is not None else {})
+    return Source([Stream("data", fields, batch, device, seed, rank, world)])
+
+
+@SOURCES.register("unpaired", description="one batch of each domain a and b, drawn independently")
+def unpaired(ds: Dataset, batch: int, device: torch.device, seed: int, rank: int, world: int,
+             **_: Any) -> Source:
+    if ds.a is None:
+        raise DataError(f"'{ds.name}' has one domain; give unpaired:DIR (folders A/ and B/) or "
+                        f"a two-domain built-in")
+    return Source([Stream("a", {"a": ds.a}, batch, device, seed, rank, world),
+                   Stream("b", {"b": ds.x}, batch, device, seed, rank, world)])
+
+
+@SOURCES.register("classes", description="one stream per group of classes of one labelled set")
+def classes(ds: Dataset, batch: int, device: torch.device, seed: int, rank: int, world: int,
+            streams: dict[str, list[int]] | None = None, **_: Any) -> Source:
+    """``streams`` maps a batch key to the classes it draws from, e.g. ``{"healthy": [0],
+    "patient": [1]}``; each stream permutes only the indices of its classes."""
+    if ds.y is None:
+        raise DataError(f"'{ds.name}' has no labels to filter by class")
+    if not streams:
+        raise ConfigError("the classes source needs streams, e.g. {'healthy': [0], 'patient': [1]}")
+    out = []
+    for key, cls in streams.items():
+        bad = [c for c in cls if not 0 <= c < ds.num_classes]
+        if bad:
+            raise ConfigError(f"stream '{key}': classes {bad} not in [0, {ds.num_classes - 1}]")
+        index = torch.nonzero(torch.isin(ds.y, torch.as_tensor(cls))).flatten()
+        if len(index) == 0:
+            raise DataError(f"'{ds.name}' has no samples of classes {cls} for stream '{key}'")
+        out.append(Stream(key, {"x": ds.x, "y": ds.y}, batch, device, seed, rank, world, index))
+    return Source(out, {key: {"x": key, "y": f"{key}_y"} for key in streams})
