@@ -1,7 +1,8 @@
 """Datasets: built-ins, image folders and arrays, all held in memory as one tensor.
 
 ``load_data(spec)`` accepts a built-in name (``gankit datasets`` lists them), a folder of images
-(class sub-folders become labels), or a ``.npy``/``.npz`` file.
+(class sub-folders become labels), ``paired:DIR`` or ``unpaired:DIR`` for image-to-image data
+(see :func:`~gankit.data.files.load_paired_folder`), or a ``.npy``/``.npz`` file.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from ..errors import DataError
 from ..registry import DATASETS, did_you_mean
 from . import builtin  # noqa: F401  (registers the built-ins)
 from .base import Dataset
-from .files import load_arrays, load_image_folder
+from .files import load_arrays, load_image_folder, load_paired_folder
 
 __all__ = ["DATASETS", "Dataset", "dataset_meta", "load_data"]
 
@@ -31,9 +32,19 @@ def load_data(spec: str, *, image_size: int | None = None, channels: int | None 
               seed: int = 0) -> Dataset:
     """Load a dataset by built-in name or path.
 
-    ``image_size`` resizes images (square) and ``channels`` forces 1 (grayscale) or 3 (RGB);
-    both apply to image folders and image arrays. Bad data raises :class:`DataError`.
+    ``paired:DIR`` and ``unpaired:DIR`` load image-to-image data from the folder ``DIR``
+    (domain A as the input ``a``, domain B as the target ``x``). ``image_size`` resizes images
+    (square) and ``channels`` forces 1 (grayscale) or 3 (RGB); both apply to image folders and
+    image arrays. Bad data raises :class:`DataError`.
     """
+    for pairing in ("paired", "unpaired"):
+        if spec.startswith(pairing + ":"):
+            folder = spec[len(pairing) + 1:]
+            if not folder:
+                raise DataError(f"'{spec}' names no folder; write {pairing}:DIR, e.g. "
+                                f"{pairing}:./images")
+            return load_paired_folder(Path(folder), image_size=image_size, channels=channels,
+                                      pairing=pairing)
     if spec in DATASETS:
         ds = DATASETS.get(spec)(seed=seed)
         ds.info = {**dataset_meta(spec), **ds.info}
@@ -58,5 +69,6 @@ def load_data(spec: str, *, image_size: int | None = None, channels: int | None 
         raise DataError(f"no such file or folder: {path}")
     raise DataError(
         f"unknown dataset '{spec}'{did_you_mean(spec, DATASETS.names())}; built-ins: "
-        f"{', '.join(DATASETS.names())}, or give a folder of images or a .npy/.npz file"
+        f"{', '.join(DATASETS.names())}, or give a folder of images, paired:DIR or "
+        f"unpaired:DIR, or a .npy/.npz file"
     )

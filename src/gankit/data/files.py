@@ -1,4 +1,4 @@
-"""User data from disk: folders of images and ``.npy``/``.npz`` arrays.
+"""User data from disk: folders of images, paired/unpaired image folders, ``.npy``/``.npz`` arrays.
 
 Everything is decoded once into one in-memory tensor (DESIGN §4: small datasets live on the
 device as one tensor). Images come out as float32 ``[N, C, H, W]`` in [-1, 1] and labels as
@@ -10,6 +10,7 @@ with one sentence naming the path, never a traceback from Pillow or NumPy.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,9 @@ from PIL import Image, ImageOps
 from ..errors import DataError
 from .base import Dataset
 
-__all__ = ["IMAGE_EXTENSIONS", "load_arrays", "load_image_folder", "resize_images"]
+__all__ = [
+    "IMAGE_EXTENSIONS", "load_arrays", "load_image_folder", "load_paired_folder", "resize_images",
+]
 
 #: File extensions read as images (compared lower-case). Anything else in a folder is ignored.
 IMAGE_EXTENSIONS: tuple[str, ...] = (
@@ -134,11 +137,10 @@ def _center_crop_resize(img: Image.Image, size: int) -> Image.Image:
     return img
 
 
-def _read_image(path: Path, channels: int | None, image_size: int | None) -> np.ndarray:
-    """Decode one file to ``uint8`` (L/RGB) or ``float32`` in [0, 1] (high-depth grey).
+def _decode(path: Path, channels: int | None) -> Image.Image:
+    """Decode one file into a canonical Pillow image (see :func:`_canonical`), EXIF-upright.
 
-    Returns ``[H, W]`` for grey and ``[H, W, 3]`` for colour. Any decoding failure becomes a
-    :class:`DataError` naming the file.
+    Any decoding failure becomes a :class:`DataError` naming the file.
     """
     try:
         with Image.open(path) as im:
@@ -153,9 +155,110 @@ def _read_image(path: Path, channels: int | None, image_size: int | None) -> np.
     # struct.error, DecompressionBombError ...); all of them mean "this file is bad".
     except Exception as e:  # noqa: BLE001
         raise DataError(f"{path}: cannot read this image file ({type(e).__name__}: {e})") from None
+    return img
+
+
+def _read_image(path: Path, channels: int | None, image_size: int | None) -> np.ndarray:
+    """Decode one file to ``uint8`` (L/RGB) or ``float32`` in [0, 1] (high-depth grey).
+
+    Returns ``[H, W]`` for grey and ``[H, W, 3]`` for colour, center-cropped and resized to
+    ``image_size`` if given. Any decoding failure becomes a :class:`DataError` naming the file.
+    """
+    img = _decode(path, channels)
     if image_size is not None:
         img = _center_crop_resize(img, image_size)
     return np.array(img)  # a writable copy (torch.from_numpy warns on read-only arrays)
+
+
+def _read_side_by_side(
+    path: Path, channels: int | None, image_size: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split a pix2pix-style pair image (``W == 2 * H``: A on the left, B on the right) into two
+    arrays as :func:`_read_image` returns them; each half is cropped/resized on its own."""
+    img = _decode(path, channels)
+    w, h = img.size
+    if w != 2 * h:
+        raise DataError(
+            f"{path}: a side-by-side pair image must be twice as wide as high (A on the left, B "
+            f"on the right), but this one is {w}x{h} (for separate files, put the inputs in A/ "
+            "and the targets in B/)"
+        )
+    halves = []
+    for half in (img.crop((0, 0, h, h)), img.crop((h, 0, w, h))):
+        if image_size is not None:
+            half = _center_crop_resize(half, image_size)
+        halves.append(np.array(half))
+    return halves[0], halves[1]
+
+
+class _SameSize:
+    """Checks that every image read under ``root`` has the size of the first one.
+
+    Without ``image_size`` images are stacked as they are, so they must agree; the error names
+    both files and suggests the option that resizes them.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.first: tuple[str, tuple[int, int]] | None = None
+
+    def check(self, path: Path, hw: tuple[int, int], part: str = "") -> None:
+        """``hw`` is the (height, width) read from ``path``; ``part`` names a part of the file
+        (`` (each half)`` of a side-by-side pair)."""
+        name = f"{path.relative_to(self.root)}{part}"
+        if self.first is None:
+            self.first = (name, hw)
+            return
+        first, first_hw = self.first
+        if hw != first_hw:
+            # W x H, the way image viewers and Pillow report sizes.
+            raise DataError(
+                f"{self.root}: images have different sizes ({first} is {first_hw[1]}x"
+                f"{first_hw[0]} but {name} is {hw[1]}x{hw[0]}); resize them all with "
+                f"--set data.image_size=N (e.g. N={min(first_hw)})"
+            )
+
+
+def _reading(files: list[Path]) -> Iterable[Path]:
+    """``files``, wrapped in a transient progress bar when there are many of them."""
+    if len(files) <= _PROGRESS_THRESHOLD:
+        return files
+    from rich.progress import track
+
+    return track(files, description=f"Reading {len(files)} images", transient=True)
+
+
+def _read_images(
+    files: list[Path], channels: int | None, image_size: int | None, same: _SameSize
+) -> list[np.ndarray]:
+    """:func:`_read_image` for every file, checking that their sizes agree."""
+    arrays: list[np.ndarray] = []
+    for f in _reading(files):
+        a = _read_image(f, channels, image_size)
+        same.check(f, (a.shape[0], a.shape[1]))
+        arrays.append(a)
+    return arrays
+
+
+def _auto_channels(arrays: list[np.ndarray]) -> int:
+    """1 when every decoded image is grey (``[H, W]``), else 3."""
+    return 1 if all(a.ndim == 2 for a in arrays) else 3
+
+
+def _stack(arrays: list[np.ndarray], channels: int) -> torch.Tensor:
+    """Decoded same-size images -> float32 ``[N, channels, H, W]`` in [-1, 1]; grey images are
+    replicated when ``channels`` is 3. Empties ``arrays`` as it goes (bounds peak memory)."""
+    h, w = arrays[0].shape[:2]
+    # Fill 0..255-valued floats, then rescale the whole tensor once (vectorised).
+    x = torch.empty((len(arrays), channels, h, w), dtype=torch.float32)
+    for i, a in enumerate(arrays):
+        t = torch.from_numpy(a)
+        if a.dtype != np.uint8:  # float32 in [0, 1] from high-bit-depth files
+            t = t * 255.0
+        t = t.unsqueeze(0) if a.ndim == 2 else t.permute(2, 0, 1)  # [C, H, W]
+        x[i] = t.expand(channels, h, w) if t.shape[0] == 1 else t
+    arrays.clear()
+    return x.mul_(2.0 / 255.0).sub_(1.0).clamp_(-1.0, 1.0)
 
 
 def _check_size_options(image_size: int | None, channels: int | None) -> None:
@@ -192,49 +295,173 @@ def load_image_folder(
     if not path.is_dir():
         raise DataError(f"{path}: expected a folder of images")
     files, labels, classes = _scan_folder(path)
-
-    iterable: object = files
-    if len(files) > _PROGRESS_THRESHOLD:
-        from rich.progress import track
-
-        iterable = track(files, description=f"Reading {len(files)} images", transient=True)
-
-    arrays: list[np.ndarray] = []
-    first_hw: tuple[int, int] | None = None
-    for f in iterable:  # type: ignore[attr-defined]
-        a = _read_image(f, channels, image_size)
-        hw = (a.shape[0], a.shape[1])
-        if first_hw is None:
-            first_hw = hw
-        elif hw != first_hw:
-            # W x H, the way image viewers and Pillow report sizes.
-            raise DataError(
-                f"{path}: images have different sizes ({files[0].relative_to(path)} is "
-                f"{first_hw[1]}x{first_hw[0]} but {f.relative_to(path)} is {hw[1]}x{hw[0]}); "
-                f"resize them all with --set data.image_size=N (e.g. N={min(first_hw)})"
-            )
-        arrays.append(a)
-    assert first_hw is not None
-
-    if channels is None:
-        channels = 1 if all(a.ndim == 2 for a in arrays) else 3
-    h, w = first_hw
-    # Fill 0..255-valued floats, then rescale the whole tensor once (vectorised).
-    x = torch.empty((len(arrays), channels, h, w), dtype=torch.float32)
-    for i, a in enumerate(arrays):
-        t = torch.from_numpy(a)
-        if a.dtype != np.uint8:  # float32 in [0, 1] from high-bit-depth files
-            t = t * 255.0
-        t = t.unsqueeze(0) if a.ndim == 2 else t.permute(2, 0, 1)  # [C, H, W]
-        x[i] = t.expand(channels, h, w) if t.shape[0] == 1 else t
-    arrays.clear()
-    x.mul_(2.0 / 255.0).sub_(1.0).clamp_(-1.0, 1.0)
+    arrays = _read_images(files, channels, image_size, _SameSize(path))
+    x = _stack(arrays, channels or _auto_channels(arrays))
 
     y = torch.tensor(labels, dtype=torch.int64) if labels is not None else None
     info: dict = {"path": str(path), "files": len(files)}
     if labels is not None:
         info["classes"] = classes
     return Dataset(path.name or str(path), x, y, len(classes), info=info)
+
+
+# --------------------------------------------------------------------------------------------
+# paired and unpaired image folders (image-to-image translation)
+# --------------------------------------------------------------------------------------------
+
+_PAIRED_LAYOUTS = (
+    "sub-folders A/ (inputs) and B/ (targets) whose files match by name, optionally below "
+    "train/ and test/, or side-by-side images (A left, B right, twice as wide as high)"
+)
+
+
+def _subfolder(folder: Path, name: str) -> Path | None:
+    """The sub-folder of ``folder`` called ``name`` in any letter case, or ``None``."""
+    found = [p for p in folder.iterdir() if p.is_dir() and p.name.lower() == name]
+    if len(found) > 1:
+        names = ", ".join(sorted(p.name + "/" for p in found))
+        raise DataError(f"{folder}: found both {names}; keep one of them")
+    return found[0] if found else None
+
+
+def _domain_files(folder: Path) -> list[Path]:
+    files = _images_under(folder)
+    if not files:
+        raise DataError(
+            f"{folder}: no images found (accepted extensions: {', '.join(IMAGE_EXTENSIONS)}, "
+            "upper or lower case; hidden files are skipped)"
+        )
+    return files
+
+
+def _by_name(folder: Path, files: list[Path]) -> dict[str, Path]:
+    """``files`` keyed by their path relative to ``folder`` without the extension."""
+    keyed: dict[str, Path] = {}
+    for f in files:
+        key = f.relative_to(folder).with_suffix("").as_posix()
+        if key in keyed:
+            raise DataError(
+                f"{folder}: {keyed[key].relative_to(folder)} and {f.relative_to(folder)} share a "
+                "name; pairs are matched by name without extension, so keep one of them"
+            )
+        keyed[key] = f
+    return keyed
+
+
+def _match_pairs(root: Path, a_dir: Path, b_dir: Path) -> tuple[list[Path], list[Path]]:
+    """The files of ``a_dir`` and ``b_dir`` matched by relative path without extension, in the
+    sorted order of those names. A file without a partner is a :class:`DataError`."""
+    a = _by_name(a_dir, _domain_files(a_dir))
+    b = _by_name(b_dir, _domain_files(b_dir))
+    problems = []
+    for src, dst, mine, other in ((a_dir, b_dir, a, b), (b_dir, a_dir, b, a)):
+        only = sorted(mine.keys() - other.keys())
+        if only:
+            shown = ", ".join(str(mine[k].relative_to(root)) for k in only[:3])
+            more = ", ..." if len(only) > 3 else ""
+            problems.append(f"{len(only)} file(s) in {src.relative_to(root)}/ have no partner in "
+                            f"{dst.relative_to(root)}/ ({shown}{more})")
+    if problems:
+        raise DataError(f"{root}: {'; '.join(problems)}; pairs are matched by their path below "
+                        "A/ and B/ without the extension")
+    keys = sorted(a)
+    return [a[k] for k in keys], [b[k] for k in keys]
+
+
+def _split_folders(root: Path) -> list[Path]:
+    """``[root]``, or ``[root/train]`` / ``[root/train, root/test]`` for a split layout."""
+    train, test = _subfolder(root, "train"), _subfolder(root, "test")
+    if train is None:
+        if test is not None:
+            raise DataError(f"{root}: found {test.name}/ but no train/ folder beside it")
+        return [root]
+    for name in ("a", "b"):
+        if _subfolder(root, name) is not None:
+            raise DataError(f"{root}: found both train/ and {name.upper()}/; put A/ and B/ "
+                            "inside train/ (and test/), or use no train/ level at all")
+    return [train] if test is None else [train, test]
+
+
+def load_paired_folder(
+    path: Path, *, image_size: int | None = None, channels: int | None = None,
+    pairing: str = "paired",
+) -> Dataset:
+    """Load image-to-image data: domain A (the input) as ``a``, domain B (the target) as ``x``.
+
+    Layouts, below ``path`` or below each of ``path/train`` and ``path/test`` (the test split
+    gives ``a_test``/``x_test``; ``train``, ``test``, ``A`` and ``B`` match in any letter case):
+
+    - sub-folders ``A/`` and ``B/``. With ``pairing="paired"`` (pix2pix, Isola et al. 2017) each
+      file of A is matched with the file of B at the same relative path without extension
+      (``A/x/001.png`` with ``B/x/001.jpg``), pairs ordered by that name, and a file without a
+      partner is an error. With ``pairing="unpaired"`` (CycleGAN, Zhu et al. 2017) the domains
+      are two independent sets, each in sorted order, of any sizes.
+    - ``pairing="paired"`` only: images directly in the folder, each a side-by-side pair twice
+      as wide as high, A on the left and B on the right (the format of the pix2pix datasets).
+
+    Images are read as :func:`load_image_folder` reads them. ``channels`` applies to both
+    domains; without it each domain is grey (1) when all of its files are, else RGB (3), so an
+    edge map can translate to a photo. ``image_size`` center-crops and resizes every image (each
+    half of a side-by-side image separately); without it every image of both domains and splits
+    must have one size.
+
+    Raises :class:`DataError` for a missing folder, an unknown layout, a domain without images,
+    unmatched files, a side-by-side image that is not 2:1, unreadable images or mixed sizes.
+    """
+    _check_size_options(image_size, channels)
+    if pairing not in ("paired", "unpaired"):
+        raise DataError(f"pairing must be 'paired' or 'unpaired', got {pairing!r}")
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"no such folder: {path}")
+    if not path.is_dir():
+        raise DataError(f"{path}: expected a folder of {pairing} images")
+
+    same = _SameSize(path)
+    splits: list[tuple[list[np.ndarray], list[np.ndarray]]] = []  # (A, B) arrays per split
+    layouts, n_files = set(), 0
+    for folder in _split_folders(path):
+        a_dir, b_dir = _subfolder(folder, "a"), _subfolder(folder, "b")
+        if a_dir is not None or b_dir is not None:
+            if a_dir is None or b_dir is None:
+                have = (a_dir or b_dir).name  # type: ignore[union-attr]
+                raise DataError(f"{folder}: found {have}/ but not its partner folder; "
+                                f"{pairing} data needs A/ (inputs) and B/ (targets)")
+            if pairing == "paired":
+                files_a, files_b = _match_pairs(path, a_dir, b_dir)
+            else:
+                files_a, files_b = _domain_files(a_dir), _domain_files(b_dir)
+            splits.append((_read_images(files_a, channels, image_size, same),
+                           _read_images(files_b, channels, image_size, same)))
+            layouts.add("A/B")
+            n_files += len(files_a) + len(files_b)
+            continue
+        if pairing == "unpaired":
+            raise DataError(f"{folder}: unpaired data needs sub-folders A/ and B/, one per "
+                            "domain (side-by-side images are pairs: use paired:)")
+        files = sorted(p for p in folder.iterdir() if _is_image_file(p))
+        if not files:
+            raise DataError(f"{folder}: no paired images found; expected {_PAIRED_LAYOUTS}")
+        arrays_a, arrays_b = [], []
+        for f in _reading(files):
+            a, b = _read_side_by_side(f, channels, image_size)
+            same.check(f, (a.shape[0], a.shape[1]), " (each half)")
+            arrays_a.append(a)
+            arrays_b.append(b)
+        splits.append((arrays_a, arrays_b))
+        layouts.add("side-by-side")
+        n_files += len(files)
+
+    # One channel count per domain across both splits, so train and test stack alike.
+    c_a = channels or _auto_channels([a for s in splits for a in s[0]])
+    c_x = channels or _auto_channels([b for s in splits for b in s[1]])
+    a, x = _stack(splits[0][0], c_a), _stack(splits[0][1], c_x)
+    a_test = x_test = None
+    if len(splits) > 1:
+        a_test, x_test = _stack(splits[1][0], c_a), _stack(splits[1][1], c_x)
+    info = {"path": str(path), "files": n_files, "layout": "+".join(sorted(layouts))}
+    return Dataset(path.name or str(path), x, None, 0, x_test, None, info=info, a=a,
+                   a_test=a_test, pairing=pairing)
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,7 +485,8 @@ def _read_npy_npz(path: Path) -> dict[str, np.ndarray]:
     except Exception as e:  # noqa: BLE001
         reason = str(e)
         if "allow_pickle" in reason or "Object arrays" in reason:
-            reason = "it holds Python objects (pickled), which gankit never loads; save numeric arrays"
+            reason = ("it holds Python objects (pickled), which gankit never loads; save numeric "
+                      "arrays")
         raise DataError(f"{path}: cannot read this array file ({reason})") from None
 
 
@@ -305,7 +533,8 @@ def _images_to_unit(path: Path, x: np.ndarray) -> torch.Tensor:
 
 
 def _to_image_tensor(path: Path, x: np.ndarray) -> torch.Tensor:
-    """``[N, H, W]``, ``[N, C, H, W]`` or ``[N, H, W, C]`` -> float32 ``[N, C, H, W]`` in [-1, 1]."""
+    """``[N, H, W]``, ``[N, C, H, W]`` or ``[N, H, W, C]`` -> float32 ``[N, C, H, W]`` in
+    [-1, 1]."""
     if x.ndim == 3:
         x = x[:, None]
     elif x.shape[1] not in (1, 3):
@@ -324,7 +553,9 @@ def _to_labels(path: Path, y: np.ndarray, n: int, key: str = "y") -> tuple[torch
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
-        raise DataError(f"{path}: labels '{key}' must be a 1-D array of class indices, got shape {y.shape}")
+        raise DataError(
+            f"{path}: labels '{key}' must be a 1-D array of class indices, got shape {y.shape}"
+        )
     if y.shape[0] != n:
         raise DataError(f"{path}: there are {n} samples but {y.shape[0]} labels in '{key}'")
     if y.dtype.kind == "f":
@@ -332,7 +563,9 @@ def _to_labels(path: Path, y: np.ndarray, n: int, key: str = "y") -> tuple[torch
             raise DataError(f"{path}: labels '{key}' contain NaN or Inf")
         if not np.array_equal(y, np.round(y)):
             bad = y[y != np.round(y)][0]
-            raise DataError(f"{path}: labels '{key}' must be whole numbers (class indices), found {bad:g}")
+            raise DataError(
+                f"{path}: labels '{key}' must be whole numbers (class indices), found {bad:g}"
+            )
     yi = y.astype(np.int64)
     lo, hi = int(yi.min()), int(yi.max())
     if lo < 0:
@@ -345,7 +578,9 @@ def _to_labels(path: Path, y: np.ndarray, n: int, key: str = "y") -> tuple[torch
     return torch.from_numpy(yi), hi + 1
 
 
-def load_arrays(path: Path, *, image_size: int | None = None, channels: int | None = None) -> Dataset:
+def load_arrays(
+    path: Path, *, image_size: int | None = None, channels: int | None = None
+) -> Dataset:
     """Load a ``.npy`` (data only) or ``.npz`` file (``x``, optional ``y``) as a dataset.
 
     Shapes of ``x``: ``[N, D]`` is points, kept as float32 with no rescaling (``image_size`` and
