@@ -188,9 +188,11 @@ def test_custom_networks_train_and_load(tiny_points, tmp_path):
     assert run.cfg.loss.name == "hinge"
     assert run.generator.sample(5, seed=0).shape == (5, 2)
     G2 = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 2))
-    m2 = gankit.GAN(G2, nn.Linear(2, 1), latent_dim=4)
-    g = gankit.load(run.run_dir, model=m2)
+    D2 = nn.Sequential(nn.Linear(2, 32), nn.LeakyReLU(0.2), nn.Linear(32, 1))
+    m2 = gankit.GAN(G2, D2, latent_dim=4)
+    g = gankit.load(run.run_dir, model=m2)  # the whole model: G (EMA weights) and D
     assert torch.equal(g.sample(5, seed=1), run.generator.sample(5, seed=1))
+    assert all(torch.equal(a, b) for a, b in zip(D2.parameters(), D.parameters()))
 
 
 # --- config ---------------------------------------------------------------------------------
@@ -288,10 +290,10 @@ def test_ema_warmup_and_tracking():
     from gankit.train.trainer import EMA
 
     G = nn.Linear(2, 2)
-    ema = EMA(G, decay=0.999, start=0)
+    ema = EMA({"G": G}, decay=0.999, start=0)
     with torch.no_grad():
         G.weight.add_(1.0)
-    ema.update(G, 0)  # warm-up decay (1+0)/(10+0) = 0.1: mostly follows G
+    ema.update({"G": G}, 0)  # warm-up decay (1+0)/(10+0) = 0.1: mostly follows G
     w = ema.G_ema.weight
     assert torch.allclose(w, 0.1 * (G.weight - 1.0) + 0.9 * G.weight, atol=1e-6)
 

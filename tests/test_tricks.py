@@ -2,10 +2,10 @@
 
 import json
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import stub_ctx
 from safetensors.torch import load_file
 from torch import nn
 
@@ -153,8 +153,7 @@ def test_feature_matching_loss_is_squared_distance_of_feature_means(tiny_images)
     m = dcgan_model(tiny_images, feature_matching=True).eval()
     tk = Tricks(m, get_loss("nonsaturating"))
     real, fake = tiny_images.x[:8], torch.randn(8, 1, 16, 16).clamp(-1, 1).requires_grad_()
-    ctx = SimpleNamespace(D=m.D, real=real, c=None)
-    loss = tk.g_loss(ctx, fake, None, step=0)[0]
+    loss = tk.g_loss(m.D, real, None, fake, None, step=0)[0]
     with torch.no_grad():
         hand = ((m.D.features(real).mean(0) - m.D.features(fake).mean(0)) ** 2).sum()
     assert loss.item() == pytest.approx(hand.item(), rel=1e-5)
@@ -422,7 +421,7 @@ def test_freeze_state_resumes_exactly(tiny_images, tmp_path):
     part = tiny("dcgan", tiny_images, tmp_path / "part", **over)
     resumed = resume(part.run_dir, tiny_images, 4)
     sa, sb = full.model.state_dict(), resumed.model.state_dict()
-    assert "tricks_state.d_monitor.acc" in sa
+    assert "tricks_state.monitors.D.acc" in sa
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     frozen = [r["D/frozen"] for r in full.metrics()]
     assert 0.0 in frozen and 1.0 in frozen, frozen  # the run both froze and thawed D
@@ -486,8 +485,7 @@ def test_family_terms_see_d_input_of_the_tricks(tiny_images):
     d_phase = m.phases()[0]
     real, c = tiny_images.x[:8], tiny_images.y[:8]
     fake = m.G(m.sample_latent(8), c).detach()
-    ctx = SimpleNamespace(D=m.D, G=m.G, real=real, c=c, tr=SimpleNamespace(step=0),
-                          fake_for_d=lambda: (fake, c))
+    ctx = stub_ctx(m, {"x": real, "y": c}, fake, c)
     d_phase.loss_fn(ctx)
     h1.remove()
     h2.remove()

@@ -5,16 +5,16 @@ which parameters), on tiny networks and the 16x16 3-class ``tiny_images`` data.
 """
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import stub_ctx
 from safetensors.torch import load_file, save_file
 
 import gankit
-from gankit.api import Sampler
+from gankit.api import TrainedModel
 from gankit.config import parse_overrides, resolve_config
 from gankit.errors import ConfigError
 from gankit.losses import get_loss
@@ -135,8 +135,7 @@ def test_acgan_heads_losses_and_conditional_sampling(tiny_images):
     assert torch.equal(m.classify(real), logits)
     fake = m.generate(m.G, torch.randn(6, m.latent_dim), c)
     d_phase, g_phase = m.phases()
-    ctx = SimpleNamespace(D=m.D, G=m.G, real=real, c=c, tr=SimpleNamespace(step=0),
-                          fake_for_d=lambda: (fake, c), fake_for_g=lambda: (fake, c))
+    ctx = stub_ctx(m, {"x": real, "y": c}, fake, c)
     ns = get_loss("nonsaturating")
     sr, lr = m.D(real)
     sf, lf = m.D(fake)
@@ -145,7 +144,7 @@ def test_acgan_heads_losses_and_conditional_sampling(tiny_images):
     g_hand = ns.g_loss(sf.flatten()) + F.cross_entropy(lf, c)
     assert d_phase.loss_fn(ctx)[0].item() == pytest.approx(d_hand.item(), rel=1e-5)
     assert g_phase.loss_fn(ctx)[0].item() == pytest.approx(g_hand.item(), rel=1e-5)
-    s = Sampler(m, m.G, torch.device("cpu"))
+    s = TrainedModel(m, torch.device("cpu"))
     assert not torch.equal(s.sample(4, seed=1, labels=0), s.sample(4, seed=1, labels=2))
     with pytest.raises(ConfigError):
         s.sample(2, labels=3)
@@ -211,8 +210,7 @@ def test_infogan_g_phase_loss_is_adversarial_plus_info(tiny_images):
     n2, c2, k2 = m.split_latent(z)
     assert torch.equal(n2, noise) and torch.equal(c2, cat) and torch.equal(k2, cont)
     fake = m.G(z)
-    ctx = SimpleNamespace(D=m.D, G=m.G, last_z=z, tr=SimpleNamespace(step=0),
-                          fake_for_g=lambda: (fake, None))
+    ctx = stub_ctx(m, {"x": tiny_images.x[:5]}, fake, None, z)
     loss, stats = m.phases()[-1].loss_fn(ctx)
     h = m.D.features(fake).flatten(1)
     cat_logits, mu, log_std = m.Q(h)
@@ -242,7 +240,7 @@ def test_infogan_code_api_and_no_labels(tiny_images):
     assert not torch.equal(a, b)  # the categorical code changes the image for the same noise
     with pytest.raises(ConfigError):
         m.sample_codes(2, cat=10)
-    s = Sampler(m, m.G, torch.device("cpu"))
+    s = TrainedModel(m, torch.device("cpu"))
     assert s.sample(3, seed=0).shape == (3, 1, 16, 16)
     with pytest.raises(ConfigError, match="unconditional"):
         s.sample(3, labels=1)
@@ -273,8 +271,7 @@ def test_ssgan_losses_use_4N_rotations_of_real_for_D_and_of_fakes_for_G(tiny_ima
     fake = m.G(torch.randn(5, m.latent_dim)).detach()
     seen = []
     hook = m.D.rotation.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[0]))
-    ctx = SimpleNamespace(D=m.D, G=m.G, real=real, c=None, tr=SimpleNamespace(step=0),
-                          fake_for_d=lambda: (fake, None), fake_for_g=lambda: (fake, None))
+    ctx = stub_ctx(m, {"x": real}, fake)
     d_phase, g_phase = m.phases()
     seen.clear()
     d_loss, d_stats = d_phase.loss_fn(ctx)

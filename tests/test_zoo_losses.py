@@ -2,11 +2,11 @@
 the f-GAN losses, each checked on the properties that define it."""
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import stub_ctx
 from torch import nn
 
 import gankit
@@ -62,8 +62,7 @@ def build(name, ds, **over):
 
 def fake_ctx(model, real, fake):
     """The part of the Trainer's StepContext the adversarial phases read."""
-    return SimpleNamespace(real=real, c=None, D=model.D, G=model.G, tr=SimpleNamespace(step=0),
-                           fake_for_d=lambda: (fake, None), fake_for_g=lambda: (fake, None))
+    return stub_ctx(model, {"x": real}, fake)
 
 
 def d_steps(run):

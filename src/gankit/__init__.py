@@ -11,7 +11,7 @@ Public API::
 
 __version__ = "0.1.0"
 
-from .api import Run, Sampler, load, resume, train
+from .api import Run, Sampler, TrainedModel, evaluate_run, load, resume, train
 from .config import Config
 from .errors import GankitError
 from .models.custom import GAN
@@ -24,8 +24,10 @@ __all__ = [
            "GankitError",
            "Run",
            "Sampler",
+           "TrainedModel",
            "Trainer",
            "__version__",
+           "evaluate_run",
            "load",
            "resume",
            "train",

@@ -12,45 +12,24 @@ back automatically. Offline, :func:`analyse_run` (``gankit doctor RUN``) replays
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
+from ..rundir import RunDir, read_jsonl
 from .callback import Doctor, TrainingDiverged
 from .rules import KNOWLEDGE, RULES, Diagnosis, RunInfo, Tracker, Window, replay
 
 __all__ = ["KNOWLEDGE", "RULES", "Diagnosis", "Doctor", "RunInfo", "Tracker", "TrainingDiverged",
            "Window", "analyse_run", "print_report", "read_jsonl", "summarise"]
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The JSON lines of a file ([] when it does not exist); a torn last line is skipped."""
-    if not path.exists():
-        return []
-    out = []
-    for ln in path.read_text().splitlines():
-        if ln.strip():
-            try:
-                out.append(json.loads(ln))
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash mid-write
-    return out
-
-
 def _run_info(run_dir: Path) -> RunInfo:
-    try:
-        cfg = json.loads((run_dir / "config.json").read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{run_dir} is not a gankit run directory (no config.json)") from None
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{run_dir}/config.json is corrupt ({e})") from None
+    cfg = RunDir(run_dir).read_config()
     name = cfg.get("model", {}).get("name", "")
-    try:  # the registered family says whether D's scores follow loss.name
-        from ..models import get_family
+    from ..registry import MODELS
 
-        default = bool(getattr(get_family(name), "scores_follow_loss", True))
-    except Exception:  # noqa: BLE001  (an unknown family: assume the default phases)
-        default = True
+    # the registered family says whether D's scores follow loss.name (custom GANs: they do)
+    default = bool(MODELS.get(name).scores_follow_loss) if name in MODELS else True
     return RunInfo.from_config(cfg, default)
 
 
@@ -66,11 +45,12 @@ def analyse_run(run_dir: str | Path) -> dict[str, Any]:
     if not run_dir.is_dir():
         raise CheckpointError(f"no such run directory: {run_dir}")
     info = _run_info(run_dir)
-    records = read_jsonl(run_dir / "metrics.jsonl") + read_jsonl(run_dir / "probes.jsonl")
+    rd = RunDir(run_dir)
+    records = rd.read("metrics") + rd.read("probes")
     if not records:
         raise CheckpointError(f"{run_dir} has no metrics.jsonl records to analyse")
     tracker = replay(records, info)
-    live = read_jsonl(run_dir / "diagnostics.jsonl")
+    live = rd.read("diagnostics")
     return {"run": str(run_dir), "info": info, "replayed": tracker.history, "live": live,
             "active": list(tracker.active.values()), "last_step": tracker.window.step,
             "rows": summarise(tracker, live)}

@@ -27,7 +27,6 @@ checkpoint with its learning rates multiplied by ``train.doctor_lr_factor``, at 
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 
 from ..errors import GankitError
+from ..rundir import RunDir
 from ..train import checkpoint as ckpt
 from ..train.trainer import Callback
 from .rules import Diagnosis, RunInfo, Tracker, make
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
     from ..models.base import Phase
     from ..train.trainer import Trainer
 
-DIGIT_DATASETS = ("mnist5k", "digits")
 #: class predictions below this softmax confidence are not counted in the digit histogram
 CLASS_CONFIDENCE = 0.8
 #: memorisation is checked on every this-many-th probe (and on the last one)
@@ -75,17 +74,17 @@ class Probe:
     def __init__(self, tr: Trainer, data: Dataset, n: int) -> None:
         t = tr.cfg.train
         self.n = n
-        g = torch.Generator(tr.device).manual_seed(t.seed + 4242)
-        self.z = tr.model.sample_latent(n, g, tr.device)  # fixed: probes compare like with like
-        k = tr.model.num_classes
-        self.c = (torch.arange(n, device=tr.device) % k) if tr.model.conditional else None
+        self.seed = t.seed + 4242  # fixed: probes compare like with like
         sel = torch.randperm(len(data), generator=torch.Generator().manual_seed(t.seed + 4243))[:n]
         self.real = data.x[sel].float().cpu()  # [n, ...]
         self.div_real = mean_pairwise_distance(self.real)
         info = data.info or {}
-        self.kind = "toy" if "centers" in info else \
-            "digits" if data.name in DIGIT_DATASETS and data.is_image and data.channels == 1 else \
-            "images" if data.is_image else "points"
+        # What the data's metadata says the probes can measure (gankit.data.dataset_meta)
+        self.kind = info.get("probe") or ("images" if data.is_image else "points")
+        if self.kind == "toy" and "centers" not in info:
+            self.kind = "points"
+        if self.kind == "digits" and not (data.is_image and data.channels == 1):
+            self.kind = "images"
         self.data = data
         self.count = 0
         self._lenet: Any = None
@@ -137,13 +136,9 @@ class Probe:
         from ..metrics.prdc import precision_recall
 
         t0 = time.perf_counter()
-        G = tr.G_sample
-        was = G.training
-        G.eval()  # batch-norm running statistics are used, never updated
-        try:
-            fake = tr.model.generate(G, self.z, self.c).float().cpu()
-        finally:
-            G.train(was)
+        # the one sampling routine: EMA copies, eval mode (BN running statistics used, never
+        # updated), its own generator, so training is untouched
+        fake = tr.model.draw(self.n, self.seed, nets=tr.sampling_nets())
         if not bool(torch.isfinite(fake).all()):
             return None
         self.count += 1
@@ -212,8 +207,9 @@ class Doctor(Callback):
     diagnosis is printed as one line when it is first raised or changes state, and appended to
     ``diagnostics.jsonl`` in the run directory. Divergence triggers an automatic rollback.
 
-    Place it right after the :class:`~gankit.train.callbacks.MetricsLogger`: it reads the record
-    that logger has just written (``tr.last_log``) and never pops the statistics itself.
+    It hears every log record through ``on_log`` (the :class:`~gankit.train.callbacks.MetricsLogger`
+    logs them), never pops the statistics itself, logs its probes and diagnoses through
+    ``Trainer.log`` and asks for rollbacks with ``Trainer.request_rollback``.
     """
 
     def __init__(self, run_dir: Path | None, data: Dataset, total: int, show: bool = True,
@@ -234,32 +230,31 @@ class Doctor(Callback):
         self.log_every, self.ckpt_every = t.log_every, t.ckpt_every
         self.info = rule_info(tr)
         self.tracker = Tracker(self.info)
-        self.path = self.run_dir / "diagnostics.jsonl" if self.run_dir is not None else None
-        self.metrics_path = self.run_dir / "metrics.jsonl" if self.run_dir is not None else None
-        self.probes_path = self.run_dir / "probes.jsonl" if self.run_dir is not None else None
-        # Resuming: drop probes of the steps after the checkpoint (as the MetricsLogger does for
-        # metrics.jsonl), then prime the window with the earlier records, so that the rules see
-        # the same history as in an uninterrupted run.
-        _truncate_jsonl(self.probes_path, tr.step)
-        for path in (self.metrics_path, self.probes_path):
-            for rec in _read_jsonl(path):
-                if rec.get("step", 0) <= tr.step:
-                    self.tracker.add(rec)
-        if tr.step > 0:
+        self.rundir = RunDir(self.run_dir) if self.run_dir is not None else None
+        # Resuming: the Trainer has cut metrics/probes back to the checkpoint; prime the window
+        # with the earlier records, so that the rules see the same history as in an
+        # uninterrupted run.
+        if self.rundir is not None:
+            for stream in ("metrics", "probes"):
+                for rec in self.rundir.read(stream):
+                    if rec.get("step", 0) <= tr.step:
+                        self.tracker.add(rec)
+        if tr.step > 0 and self.rundir is not None:
             # Diagnoses of the undone steps will be re-derived; actions (rollbacks) are history
             # and count against the limit. The active set is restored without printing it again.
-            past = _read_jsonl(self.path)
-            if self.path is not None and past:
-                keep = [e for e in past if e.get("step", 0) <= tr.step or e.get("state") == "action"]
-                ckpt.atomic_write_text(self.path, "".join(json.dumps(e) + "\n" for e in keep))
+            past = self.rundir.read("diagnostics")
+            self.rundir.truncate("diagnostics", tr.step, keep=lambda e: e.get("state") == "action")
             self.rollbacks = sum(e.get("title") == "rollback" for e in past)
             self.tracker.update()
         # Parameters per optimizer, listed once; their .grad tensors are read after each phase.
         self.params = {k: [p for g in o.param_groups for p in g["params"]]
                        for k, o in tr.opts.items()}
         n = self.n_probe or (512 if self.data.x.dim() == 2 else 256)
-        self.probe = Probe(tr, self.data, min(n, len(self.data)))
-        self._seen: dict[str, Any] | None = None
+        # sample probes need a model that samples (translators are watched through their logs)
+        self.probe = Probe(tr, self.data, min(n, len(self.data))) \
+            if "sample" in tr.model.capabilities else None
+        self._fresh = False
+        self._tr = tr
         # Rollback needs a checkpoint to return to and a single process (a rank-0 callback
         # cannot make the other ranks roll back).
         self.can_rollback = self.run_dir is not None and not tr.dist.enabled
@@ -280,21 +275,21 @@ class Doctor(Callback):
             if self.info.fp16:  # skipped fp16 steps have inf gradients by design
                 norm = torch.where(torch.isfinite(norm), norm, torch.zeros_like(norm))
             key = f"grad/{k}" if phase.name == k else f"grad/{phase.name}/{k}"
-            tr._accumulate({key: norm})  # averaged and synced with the losses at log steps
+            tr.accumulate({key: norm})  # averaged and synced with the losses at log steps
 
     # -- every step: only cheap checks; work at log, checkpoint and probe steps -------------------
+    def on_log(self, tr: Trainer, stream: str, rec: dict[str, Any]) -> None:
+        """A training log record: into the window, and an immediate divergence check."""
+        if stream != "metrics":
+            return
+        self.tracker.add(dict(rec))
+        self._fresh = True
+        d = self._check(("divergence",))
+        if d is not None:
+            self._diverged(tr, d)
+
     def on_step_end(self, tr: Trainer) -> None:
         step = tr.step
-        fresh = False
-        log = tr.last_log
-        if log is not self._seen and log.get("step") == step:
-            self._seen = log
-            self.tracker.add(dict(log))
-            fresh = True
-            d = self._check(("divergence",))
-            if d is not None:
-                self._diverged(tr, d)
-                return
         if self.can_rollback and (step % self.ckpt_every == 0 or step == self.total):
             # A checkpoint follows this step: the statistics not yet logged and the weights must
             # be finite before it is written (one sync per checkpoint).
@@ -302,16 +297,23 @@ class Doctor(Callback):
             if d is not None:
                 self._diverged(tr, d)
                 return
-        if step % self.every == 0 or step == self.total:
+        if self.probe is not None and (step % self.every == 0 or step == self.total):
             rec = self.probe.run(tr, final=step == self.total)
             if rec is not None:
+                rec = tr.log({k: v for k, v in rec.items() if k != "step"}, "probes")
                 self.tracker.add(rec)
-                if self.probes_path is not None:
-                    with open(self.probes_path, "a") as f:
-                        f.write(json.dumps(rec) + "\n")
-                fresh = True
-        if fresh:
+                self._fresh = True
+        if self._fresh:
+            self._fresh = False
             self._emit([e for e in self.tracker.update() if e.diagnosis != "divergence"])
+
+    def on_rollback(self, tr: Trainer, step: int) -> None:
+        # The diverged stretch is undone: its records left metrics.jsonl and probes.jsonl
+        # (the Trainer cut them) and leave the window (the account stays in diagnostics.jsonl);
+        # a new divergence raises afresh.
+        self.tracker.truncate(step)
+        self.tracker.active.pop("divergence", None)
+        self._fresh = False
 
     def _check(self, names: tuple[str, ...]) -> Diagnosis | None:
         for e in self.tracker.update(only=names):
@@ -369,7 +371,7 @@ class Doctor(Callback):
             raise TrainingDiverged(msg)
         assert self.run_dir is not None
         folder = ckpt.latest_checkpoint(self.run_dir)
-        to_step = int(json.loads((folder / "state.json").read_text())["step"])
+        to_step = int(ckpt.read_state(folder)["step"])
         self.rollbacks += 1
         old = self._lrs(tr)
         new = {k: [v * self.factor for v in vs] for k, vs in old.items()}
@@ -384,14 +386,7 @@ class Doctor(Callback):
              "trigger": d.summary},
             d.explanation, d.remedies, d.seed_ref, step, "action")
         self._emit([act], force=True)
-        # The diverged stretch is undone: its records leave metrics.jsonl, probes.jsonl and the
-        # window (the account of it stays in diagnostics.jsonl); a new divergence raises afresh.
-        _truncate_jsonl(self.metrics_path, to_step)
-        _truncate_jsonl(self.probes_path, to_step)
-        self.tracker.truncate(to_step)
-        self.tracker.active.pop("divergence", None)
-        self._seen = None
-        tr.rollback_request = self.factor  # the Trainer acts on it before any checkpoint
+        tr.request_rollback(self.factor)  # the Trainer acts on it before any checkpoint
 
     @staticmethod
     def _lrs(tr: Trainer) -> dict[str, list[float]]:
@@ -402,9 +397,10 @@ class Doctor(Callback):
         if not events:
             return
         self.events.extend(events)
-        if self.path is not None:
-            with open(self.path, "a") as f:
-                f.writelines(json.dumps(e.to_json()) + "\n" for e in events)
+        for e in events:
+            rec = e.to_json()
+            self._tr.log({k: v for k, v in rec.items() if k != "step"} | {"step": rec["step"]},
+                         "diagnostics")
         for e in events:
             # Live lines only when the progress display is on, except for actions (rollback,
             # stop), which always say what the doctor did to the run.
@@ -420,26 +416,6 @@ class Doctor(Callback):
             get_console().print(f"[bold]doctor[/bold]: still active at step {tr.step}: "
                                 f"{escape(names)} - details: gankit doctor "
                                 f"{escape(str(self.run_dir or 'RUN'))}")
-
-
-def _read_jsonl(path: Path | None) -> list[dict[str, Any]]:
-    if path is None or not path.exists():
-        return []
-    out = []
-    for ln in path.read_text().splitlines():
-        try:
-            out.append(json.loads(ln))
-        except json.JSONDecodeError:
-            continue  # blank, or a line cut by a crash mid-write
-    return out
-
-
-def _truncate_jsonl(path: Path | None, step: int) -> None:
-    """Keep only the records of ``path`` at steps <= ``step`` (atomically rewritten)."""
-    if path is None or not path.exists():
-        return
-    keep = [r for r in _read_jsonl(path) if r.get("step", 0) <= step]
-    ckpt.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
 def _fmt_lrs(v: list[float]) -> str:

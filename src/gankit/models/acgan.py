@@ -103,8 +103,8 @@ class ACGAN(GANFamily):
         def d_terms(v: DView) -> tuple[Terms, dict[str, Tensor]]:
             # -L_C on both batches: D learns to recognise the class of reals and of fakes
             l_real, l_fake = v.out_real[1], v.out_fake[1]
-            cls = F.cross_entropy(l_real, v.ctx.c) + F.cross_entropy(l_fake, v.c_fake)
-            acc = (l_real.detach().argmax(1) == v.ctx.c).float().mean()
+            cls = F.cross_entropy(l_real, v.c_real) + F.cross_entropy(l_fake, v.c_fake)
+            acc = (l_real.detach().argmax(1) == v.c_real).float().mean()
             return {"loss/D/cls": lam * cls}, {"D/cls_acc": acc}
 
         def g_terms(v: DView) -> tuple[Terms, dict[str, Tensor]]:

@@ -218,6 +218,11 @@ class ModelFamily(nn.Module):
     def phases(self) -> list[Phase]:
         raise NotImplementedError
 
+    def source_options(self) -> dict[str, Any]:
+        """Options of the data source (the ``classes`` source's streams, e.g.
+        ``{"streams": {"healthy": [0], "patient": [1]}}``)."""
+        return {}
+
     def optim_spec(self, name: str) -> OptimSpec:
         """The optimizer of network ``name`` from the ``optim`` section; families without a
         discriminator use ``optim.lr``/``optim.betas`` (their defaults set them)."""

@@ -27,7 +27,6 @@ the trained classifier (D's weights and the labelled subset ``labelled_idx`` inc
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -186,7 +185,7 @@ class SGAN(GANFamily):
             # L_sup on the fixed labelled subset; the adversarial part is L_unsup on logit log Z
             ctx = v.ctx
             data = ctx.tr.source.tensors()  # the whole training set on the device
-            sup, acc = self.supervised_loss(ctx.D, data["x"], data["y"], ctx.n, ctx.generator,
+            sup, acc = self.supervised_loss(v.D, data["x"], data["y"], ctx.n, ctx.generator,
                                             v.d_input)
             return {"loss/D/sup": p.lambda_sup * sup}, {"D/sup_acc": acc}
 

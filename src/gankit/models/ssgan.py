@@ -121,11 +121,11 @@ class SSGAN(GANFamily):
 
         def d_terms(v: DView) -> tuple[Terms, dict[str, Tensor]]:
             assert v.real_in is not None
-            rot, acc = self.rotation_loss(v.ctx.D, v.real_in)  # real images only (eq. 14)
+            rot, acc = self.rotation_loss(v.D, v.real_in)  # real images only (eq. 14)
             return {"loss/D/rot": p.beta * rot}, {"D/rot_acc": acc}
 
         def g_terms(v: DView) -> tuple[Terms, dict[str, Tensor]]:
-            rot, acc = self.rotation_loss(v.ctx.D, v.fake_in)
+            rot, acc = self.rotation_loss(v.D, v.fake_in)
             return {"loss/G/rot": p.alpha * rot}, {"G/rot_acc": acc}
 
         return adversarial_phases(self, Game(d_terms=d_terms, g_terms=g_terms))

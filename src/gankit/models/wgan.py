@@ -47,7 +47,7 @@ images.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from torch import Tensor, nn
 
@@ -56,7 +56,6 @@ from ..registry import MODELS
 from .base import DView, Game, GANFamily, Params, Phase, Terms, adversarial_phases
 from .dcgan import DCDiscriminator, DCGenerator
 from .gan import MLPDiscriminator, MLPGenerator, mlp_sizes
-
 
 
 class PairParams(Params):

@@ -171,9 +171,9 @@ def plot_curves(run_dir: Path) -> Path | None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     out = Path(run_dir) / "curves.png"
-    from ..rundir import atomic_write_bytes
-
     import io
+
+    from ..rundir import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, dpi=100, format="png")

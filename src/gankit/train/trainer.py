@@ -159,7 +159,7 @@ class Trainer:
                               f"optim.grad_accum {cfg.optim.grad_accum}")
         self.source = build_source(model.data_source, data, micro, self.device, t.seed + 2,
                                    self.dist.rank, self.dist.world,
-                                   **getattr(model, "source_options", lambda: {})())
+                                   **model.source_options())
         # Networks: trained (optimised, checkpointed) and frozen (never optimised, saved once).
         nets = model.networks()
         frozen = dict(model.frozen_networks())

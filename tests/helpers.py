@@ -1,0 +1,35 @@
+"""Test helpers: calling a family's phase losses outside the Trainer."""
+
+import contextlib
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+
+class FixedOutput(nn.Module):
+    """A stand-in generator that returns a given batch whatever its input."""
+
+    def __init__(self, out):
+        super().__init__()
+        self.out = out
+
+    def forward(self, *args):
+        return self.out
+
+
+def stub_ctx(model, batch, fake, c_fake=None, latent=None, step=0):
+    """The part of the Trainer's StepContext a game's phases read, with a fixed fake batch.
+
+    ``batch`` is the step's batch (``{"x": real, "y": labels}``); the D step's fake comes from a
+    stand-in G returning ``fake``; the G step finds ``(fake, c_fake, latent)`` where a D step
+    that kept its fake would have left it.
+    """
+    nets = {**model.networks(), "G": FixedOutput(fake)}
+    ctx = SimpleNamespace(model=model, step=step, micro=0, keep_fake=False, batch=batch,
+                          stash={("", 0): (fake, c_fake, latent)}, nets=nets, n=len(fake),
+                          device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
+                          real=batch["x"], c=batch.get("y") if model.conditional else None)
+    ctx.net = nets.__getitem__
+    ctx.grad_for = lambda *names: contextlib.nullcontext()
+    return ctx
