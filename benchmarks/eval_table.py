@@ -54,8 +54,8 @@ def main() -> None:
     proto = next(iter(out.values()))["protocol"]
     lines = ["# Digit metrics: reference points", "",
              f"Regenerate: `python benchmarks/eval_table.py {' '.join('--run ' + str(r) for r in a.run)}`", "",
-             f"Features `{proto['features']['extractor']}` (sha256 {proto['features']['checksum'][:16]}...), "
-             f"reference = {proto['n_real']} MNIST-5k training images, each row 1,000 images, seed 0.", "",
+             (f"Features `{proto['features']['extractor']}` (sha256 {proto['features']['checksum'][:16]}...), "
+              f"reference = {proto['n_real']} MNIST-5k training images, each row 1,000 images, seed 0."), "",
              "| compared set | FID | KID | precision | recall | density | coverage | IS |",
              "|---|---|---|---|---|---|---|---|"]
     for name, r in out.items():

@@ -15,8 +15,7 @@ import torch
 torch.set_num_threads(1)
 
 
-@pytest.fixture
-def tiny_images():
+def make_tiny_images():
     """A small labelled image dataset (16x16 grey, 3 classes) made in memory."""
     from gankit.data.base import Dataset
 
@@ -28,8 +27,38 @@ def tiny_images():
     return Dataset("tiny", x, y, 3)
 
 
-@pytest.fixture
-def tiny_points():
+def make_tiny_points():
     from gankit.data.builtin import _toy
 
     return _toy("ring8", 512, 0)
+
+
+@pytest.fixture
+def tiny_images():
+    return make_tiny_images()
+
+
+@pytest.fixture
+def tiny_points():
+    return make_tiny_points()
+
+
+def make_tiny_paired():
+    """A small paired image dataset (16x16 grey, 3 classes): a is an outline of the band in x."""
+    from gankit.data.base import Dataset
+
+    g = torch.Generator().manual_seed(1)
+    y = torch.arange(48) % 3
+    x = torch.rand(48, 1, 16, 16, generator=g) * 0.2 - 1
+    a = torch.full((48, 1, 16, 16), -1.0)
+    for k in range(3):
+        x[y == k, :, 4 * k:4 * k + 4, :] = 0.8
+        a[y == k, :, 4 * k, :] = 1.0
+        a[y == k, :, 4 * k + 3, :] = 1.0
+    return Dataset("tinypairs", x[:40], y[:40], 3, x[40:], y[40:], a=a[:40], a_test=a[40:],
+                   pairing="paired")
+
+
+@pytest.fixture
+def tiny_paired():
+    return make_tiny_paired()

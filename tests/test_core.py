@@ -1,6 +1,5 @@
 """Fast tier: every model, loss, regulariser, config rule and CLI error path."""
 
-import json
 import math
 
 import pytest
@@ -16,37 +15,16 @@ from gankit.registry import LOSSES, MODELS, REGULARIZERS
 
 FAST = {"train.log_every": 1, "train.ckpt_every": 2, "train.sample_every": 2,
         "train.batch_size": 8, "train.ema_decay": 0.9}
-SMALL = {"gan": {"model.g_hidden": 16, "model.d_hidden": 16},
-         "wgan": {"model.width": 8, "optim.n_critic": 1}, "wgan-gp": {"model.width": 8, "optim.n_critic": 1}, "lsgan": {"model.width": 8}, "dragan": {"model.width": 8}, "fgan": {"model.width": 8}, "sngan": {"model.g_width": 8, "model.d_width": 8, "optim.n_critic": 1}, "spheregan": {"model.width": 8, "model.sphere_dim": 16},
-         "sgan": {"model.width": 8, "model.n_labels": 12}, "acgan": {"model.width": 8}, "infogan": {"model.width": 8, "model.latent_dim": 8, "model.q_hidden": 16}, "ssgan": {"model.width": 8},
-         "began": {"model.width": 8, "model.h_dim": 8}, "ebgan": {"model.width": 8, "model.h_dim": 8}, "unrolled": {"model.width": 8, "model.unroll_steps": 2},
-         "dcgan": {"model.width": 8}, "cgan": {"model.width": 8}}
+
+
+def small(name):
+    """The family's declared tiny model (its ``tiny`` config)."""
+    return MODELS.get(name).tiny
 
 
 def tiny_train(name, ds, tmp_path, **extra):
-    over = {**FAST, **SMALL.get(name, {}), "train.steps": 2, **extra}
+    over = {**FAST, **small(name), "train.steps": 2, **extra}
     return gankit.train(name, ds, out=tmp_path / name, overrides=over, progress=False)
-
-
-@pytest.mark.parametrize("name", MODELS.names())
-def test_every_model_trains_saves_loads_and_samples(name, tiny_images, tmp_path):
-    run = tiny_train(name, tiny_images, tmp_path)
-    rows = run.metrics()
-    assert [r["step"] for r in rows] == [1, 2]
-    for key in ("loss/D", "loss/G", "D/real", "D/fake"):
-        assert math.isfinite(rows[-1][key]), key
-    # every phase ran and moved its network
-    for k, opt in run.trainer.opts.items():
-        steps = [s["step"] for s in opt.state_dict()["state"].values()]
-        assert steps and all(float(s) == 2 for s in steps), (k, steps)
-    # save/load round trip: the loaded generator reproduces the in-memory G_ema exactly
-    x = run.generator.sample(6, seed=3)
-    g = gankit.load(run.run_dir)
-    assert torch.equal(g.sample(6, seed=3), x)
-    assert x.shape == (6, 1, 16, 16)
-    assert x.min() >= -1 and x.max() <= 1
-    assert (run.run_dir / "samples" / "step_00000002.png").is_file()
-    assert json.loads((run.run_dir / "run.json").read_text())["status"] == "finished"
 
 
 def test_gan_on_points(tiny_points, tmp_path):

@@ -1,5 +1,6 @@
 """Evaluation plumbing: protocol recording, caching, eval during training, the eval command."""
 
+import itertools
 import json
 
 import numpy as np
@@ -54,7 +55,7 @@ def test_better_direction():
 def test_real_features_are_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("GANKIT_CACHE", str(tmp_path))
     x = torch.rand(64, 1, 16, 16) * 2 - 1
-    kw = dict(metrics=["fid"], features="random-cnn", real_key={"dataset": "t", "split": "train"})
+    kw = {"metrics": ["fid"], "features": "random-cnn", "real_key": {"dataset": "t", "split": "train"}}
     a = evaluate_sets(x, x.flip(0), **kw)
     files = list((tmp_path / "features").glob("*.npz"))
     assert len(files) == 1 and a["protocol"]["real_feature_cache"] == str(files[0])
@@ -148,5 +149,5 @@ def test_lenet_fid_rises_monotonically_with_blur_and_noise():
     blurred = [fid(ref, ext.features(x if s == 0 else blur(x, s))) for s in (0, 0.7, 1.2, 2.0, 3.0)]
     noised = [fid(ref, ext.features((x + s * noise).clamp(-1, 1))) for s in (0, 0.2, 0.4, 0.7, 1.0)]
     for curve in (blurred, noised):
-        assert all(b > a for a, b in zip(curve, curve[1:])), curve
+        assert all(b > a for a, b in itertools.pairwise(curve)), curve
     assert blurred[0] < 10 and blurred[-1] > 5 * blurred[0]

@@ -18,6 +18,7 @@ from gankit.models.dcgan import DCGAN, DCDiscriminator
 from gankit.models.gan import MLPDiscriminator
 from gankit.nn.augment import cutout, diff_augment, translation
 from gankit.nn.minibatch import MinibatchDiscrimination, MinibatchStdDev
+from gankit.registry import MODELS
 from gankit.train.checkpoint import latest_checkpoint
 from gankit.train.trainer import Trainer
 from gankit.tricks import (
@@ -33,12 +34,12 @@ from gankit.tricks import (
 
 FAST = {"train.log_every": 1, "train.ckpt_every": 2, "train.sample_every": 100,
         "train.batch_size": 8, "train.ema_decay": 0.9, "train.steps": 2}
-SMALL = {"dcgan": {"model.width": 8}, "cgan": {"model.width": 8},
-         "gan": {"model.g_hidden": 16, "model.d_hidden": 16}}
+def small(name):
+    return MODELS.get(name).tiny
 
 
 def tiny(name, ds, tmp_path=None, **extra):
-    over = {**FAST, **SMALL.get(name, {}), **extra}
+    over = {**FAST, **small(name), **extra}
     if tmp_path is None:
         return gankit.train(name, ds, save=False, progress=False, overrides=over)
     return gankit.train(name, ds, out=tmp_path, progress=False, overrides=over)
@@ -428,10 +429,8 @@ def test_freeze_state_resumes_exactly(tiny_images, tmp_path):
 
 
 # --- tricks on the families with their own game terms ---------------------------------------------
-FAMILY_SMALL = {"sgan": {"model.width": 8, "model.n_labels": 12}, "acgan": {"model.width": 8},
-                "infogan": {"model.width": 8, "model.latent_dim": 8, "model.q_hidden": 16},
-                "ssgan": {"model.width": 8}, "began": {"model.width": 8, "model.h_dim": 8},
-                "ebgan": {"model.width": 8, "model.h_dim": 8}, "spheregan": {"model.width": 8}}
+FAMILY_SMALL = {k: MODELS.get(k).tiny
+                for k in ("sgan", "acgan", "infogan", "ssgan", "began", "ebgan", "spheregan")}
 PHASE_SET = {"tricks.instance_noise": 0.1, "tricks.instance_noise_anneal": 10,
              "tricks.diffaugment": "translation", "tricks.historical_averaging": 0.01,
              "tricks.orthogonal_reg": 1e-4, "tricks.d_every": 1}

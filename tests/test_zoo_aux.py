@@ -22,18 +22,16 @@ from gankit.models import get_family
 from gankit.models.infogan import info_nll
 from gankit.models.sgan import choose_labelled, real_logit
 from gankit.models.ssgan import rotate4
+from gankit.registry import MODELS
 from gankit.train.trainer import Trainer
 
-TINY = {"sgan": {"model.width": 8, "model.n_labels": 12}, "acgan": {"model.width": 8},
-        "infogan": {"model.width": 8, "model.latent_dim": 8, "model.q_hidden": 16},
-        "ssgan": {"model.width": 8}}
 FAST = {"train.log_every": 1, "train.ckpt_every": 2, "train.sample_every": 100,
         "train.batch_size": 8, "train.ema": False}
 
 
 def build(name, ds, **over):
     """A family built as ``gankit.train`` builds it (seeded init), without training."""
-    items = {**FAST, **TINY[name], **over}
+    items = {**FAST, **MODELS.get(name).tiny, **over}
     cfg = resolve_config(name, parse_overrides([f"{k}={v}" for k, v in items.items()]))
     torch.manual_seed(cfg.train.seed)
     return cfg, get_family(name)(cfg, ds.describe())
@@ -96,7 +94,7 @@ def test_sgan_supervised_loss_only_sees_the_labelled_subset(tiny_images):
 def test_sgan_subset_is_checkpointed_and_kept_on_resume(tiny_images, tmp_path):
     data = tmp_path / "tiny.npz"
     np.savez(data, x=tiny_images.x.numpy(), y=tiny_images.y.numpy())
-    over = {**FAST, **TINY["sgan"], "train.steps": 2}
+    over = {**FAST, **MODELS.get("sgan").tiny, "train.steps": 2}
     run = gankit.train("sgan", str(data), out=tmp_path / "r", overrides=over, progress=False)
     y = run.data.y
     ck = run.run_dir / "checkpoints" / "step_00000002"

@@ -369,7 +369,11 @@ def load(run_dir: str | Path, *, weights: str = "ema", device: str = "cpu",
     if model is None:
         cfg, info = _read_config(rd.path)
         model = build_model(cfg, info)
+    frozen = {**model.frozen_networks(),
+              **{k: n for k, n in model.networks().items() if k in model.cfg.train.freeze}}
     for k, net in model.networks().items():
+        if k in frozen:
+            continue
         path = folder / f"{k}.safetensors"
         ema = folder / f"{k}_ema.safetensors"
         if kind in ("ema", "best") and ema.exists():
@@ -377,7 +381,7 @@ def load(run_dir: str | Path, *, weights: str = "ema", device: str = "cpu",
         if not path.exists() and kind == "best":
             raise CheckpointError(f"{folder} holds no weights of network {k}")
         ckpt.load_into(net, path)
-    for k, net in model.frozen_networks().items():
+    for k, net in frozen.items():
         ckpt.load_into(net, rd.frozen / f"{k}.safetensors")
     if model.family_buffers():
         latest = ckpt.latest_checkpoint(rd.path)

@@ -66,6 +66,9 @@ class ACDiscriminator(nn.Module):
 class ACGAN(GANFamily):
     """AC-GAN (Odena et al. 2017). Conditional: needs labels, samples by class."""
 
+    #: the tiny model of the fast contract test (tests/test_contract.py)
+    tiny: ClassVar[dict[str, Any]] = {"model.width": 8}
+
     Params = ACGANParams
     needs_labels = True
     defaults: ClassVar[dict[str, Any]] = {

@@ -226,6 +226,9 @@ class BEGANDiscriminator(AutoencoderDiscriminator):
 class BEGAN(GANFamily):
     """BEGAN (Berthelot, Schumm & Metz 2017); see the module docstring."""
 
+    #: the tiny model of the fast contract test (tests/test_contract.py)
+    tiny: ClassVar[dict[str, Any]] = {"model.width": 8, "model.h_dim": 8}
+
     Params = BEGANParams
     defaults: ClassVar[dict[str, Any]] = {
         "optim": {"lr_g": 1e-4, "lr_d": 1e-4, "betas_g": (0.5, 0.999), "betas_d": (0.5, 0.999)},

@@ -38,6 +38,9 @@ class CGANParams(Params):
 class CGAN(GANFamily):
     """Conditional GAN (Mirza & Osindero 2014)."""
 
+    #: the tiny model of the fast contract test (tests/test_contract.py)
+    tiny: ClassVar[dict[str, Any]] = {"model.width": 8}
+
     Params = CGANParams
     needs_labels = True
     defaults: ClassVar[dict[str, Any]] = {"loss": {"name": "nonsaturating"}}

@@ -146,9 +146,12 @@ class DCDiscriminator(nn.Module):
         return self.head(self.batch_layers(self.features(x, c)))
 
 
-@MODELS.register("dcgan", description="deep convolutional GAN with Radford et al.'s architecture rules")
+@MODELS.register("dcgan", description="deep convolutional GAN with the architecture rules of Radford et al. 2016")
 class DCGAN(GANFamily):
     """DCGAN (Radford et al. 2016)."""
+
+    #: the tiny model of the fast contract test (tests/test_contract.py)
+    tiny: ClassVar[dict[str, Any]] = {"model.width": 8}
 
     Params = DCGANParams
     defaults: ClassVar[dict[str, Any]] = {

@@ -32,6 +32,9 @@ class DRAGANParams(PairParams):
 class DRAGAN(LossVariantGAN):
     """DRAGAN (Kodali et al. 2017): non-saturating loss plus the DRAGAN gradient penalty."""
 
+    #: the tiny model of the fast contract test (tests/test_contract.py)
+    tiny: ClassVar[dict[str, Any]] = {"model.width": 8}
+
     Params = DRAGANParams
     defaults: ClassVar[dict[str, Any]] = {
         "loss": {"name": "nonsaturating", "gp": "dragan", "lambda_gp": 10.0, "clip": None},

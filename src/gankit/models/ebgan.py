@@ -100,6 +100,9 @@ def pulling_away(s: Tensor) -> Tensor:
 class EBGAN(GANFamily):
     """EBGAN (Zhao, Mathieu & LeCun 2017); see the module docstring."""
 
+    #: the tiny model of the fast contract test (tests/test_contract.py)
+    tiny: ClassVar[dict[str, Any]] = {"model.width": 8, "model.h_dim": 8}
+
     Params = EBGANParams
     defaults: ClassVar[dict[str, Any]] = {
         "optim": {"lr_g": 2e-4, "lr_d": 2e-4, "betas_g": (0.5, 0.999), "betas_d": (0.5, 0.999)},

@@ -39,6 +39,9 @@ class FGANParams(PairParams):
 class FGAN(LossVariantGAN):
     """f-GAN (Nowozin et al. 2016) with the divergence chosen by ``model.divergence``."""
 
+    #: the tiny model of the fast contract test (tests/test_contract.py)
+    tiny: ClassVar[dict[str, Any]] = {"model.width": 8}
+
     Params = FGANParams
     p: FGANParams
     defaults: ClassVar[dict[str, Any]] = {

@@ -161,6 +161,9 @@ def mlp_sizes(p: GANParams, is_image: bool) -> dict[str, int]:
 class GAN(GANFamily):
     """The original GAN (Goodfellow et al. 2014)."""
 
+    #: the tiny model of the fast contract test (tests/test_contract.py)
+    tiny: ClassVar[dict[str, Any]] = {"model.g_hidden": 16, "model.d_hidden": 16}
+
     Params = GANParams
     defaults: ClassVar[dict[str, Any]] = {"loss": {"name": "nonsaturating"}}
 

@@ -114,6 +114,9 @@ def info_nll(q: tuple[Tensor | None, Tensor, Tensor], cat: Tensor | None,
 class InfoGAN(GANFamily):
     """InfoGAN (Chen et al. 2016) on DCGAN networks; networks ``G``, ``D`` and ``Q``."""
 
+    #: the tiny model of the fast contract test (tests/test_contract.py)
+    tiny: ClassVar[dict[str, Any]] = {"model.width": 8, "model.latent_dim": 8, "model.q_hidden": 16}
+
     Params = InfoGANParams
     defaults: ClassVar[dict[str, Any]] = {
         "loss": {"name": "nonsaturating"},

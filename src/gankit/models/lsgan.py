@@ -29,6 +29,9 @@ from .wgan import LossVariantGAN
 class LSGAN(LossVariantGAN):
     """LSGAN (Mao et al. 2017): the ``lsgan`` loss on DCGAN/MLP networks."""
 
+    #: the tiny model of the fast contract test (tests/test_contract.py)
+    tiny: ClassVar[dict[str, Any]] = {"model.width": 8}
+
     defaults: ClassVar[dict[str, Any]] = {
         "loss": {"name": "lsgan"},
         "optim": {"name": "adam", "lr_g": 2e-4, "lr_d": 2e-4, "betas_g": (0.5, 0.999),

@@ -108,6 +108,9 @@ class SGAN(GANFamily):
     ``sample()`` takes no labels. ``classify(x)`` returns D's class logits ``[N, K]``.
     """
 
+    #: the tiny model of the fast contract test (tests/test_contract.py)
+    tiny: ClassVar[dict[str, Any]] = {"model.width": 8, "model.n_labels": 12}
+
     Params = SGANParams
     needs_labels = True
     defaults: ClassVar[dict[str, Any]] = {

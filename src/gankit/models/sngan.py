@@ -172,6 +172,9 @@ class ResNetDiscriminator(nn.Module):
 class SNGAN(GANFamily):
     """SNGAN (Miyato et al. 2018): ResNet networks, spectral norm on every D layer, hinge loss."""
 
+    #: the tiny model of the fast contract test (tests/test_contract.py)
+    tiny: ClassVar[dict[str, Any]] = {"model.g_width": 8, "model.d_width": 8, "optim.n_critic": 1}
+
     Params = SNGANParams
     p: SNGANParams
     defaults: ClassVar[dict[str, Any]] = {

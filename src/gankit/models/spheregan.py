@@ -97,6 +97,9 @@ class SphereGANParams(PairParams):
 class SphereGAN(LossVariantGAN):
     """SphereGAN (Park & Kwon 2019): D maps onto S^n; geodesic moments of north-pole distances."""
 
+    #: the tiny model of the fast contract test (tests/test_contract.py)
+    tiny: ClassVar[dict[str, Any]] = {"model.width": 8, "model.sphere_dim": 16}
+
     Params = SphereGANParams
     p: SphereGANParams
     defaults: ClassVar[dict[str, Any]] = {

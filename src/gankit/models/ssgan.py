@@ -81,6 +81,9 @@ class SSDiscriminator(nn.Module):
 class SSGAN(GANFamily):
     """SS-GAN (Chen et al. 2019); chapter 002 §5.2. Unsupervised: labels are not used."""
 
+    #: the tiny model of the fast contract test (tests/test_contract.py)
+    tiny: ClassVar[dict[str, Any]] = {"model.width": 8}
+
     Params = SSGANParams
     defaults: ClassVar[dict[str, Any]] = {
         "loss": {"name": "nonsaturating"},

@@ -201,6 +201,9 @@ class UnrolledGAN(GANFamily):
     (:data:`UNROLLED_DATA_SETTINGS`); set them to override.
     """
 
+    #: the tiny model of the fast contract test (tests/test_contract.py)
+    tiny: ClassVar[dict[str, Any]] = {"model.width": 8, "model.unroll_steps": 2}
+
     Params = UnrolledParams
     # lr_g, lr_d (and the batch on points) are not here: they depend on the data
     defaults: ClassVar[dict[str, Any]] = {

@@ -148,6 +148,9 @@ class _WassersteinFamily(LossVariantGAN):
 class WGAN(_WassersteinFamily):
     """WGAN (Arjovsky et al. 2017): Wasserstein critic with weight clipping."""
 
+    #: the tiny model of the fast contract test (tests/test_contract.py)
+    tiny: ClassVar[dict[str, Any]] = {"model.width": 8, "optim.n_critic": 1}
+
     defaults: ClassVar[dict[str, Any]] = {
         "loss": {"name": "wasserstein", "clip": 0.01, "gp": None},
         "optim": {"name": "rmsprop", "lr_g": 5e-5, "lr_d": 5e-5, "n_critic": 5},
@@ -179,6 +182,9 @@ class WGANGP(_WassersteinFamily):
     ``loss.lambda_gp`` and ``optim.betas_g``/``betas_d`` default by data
     (:data:`WGANGP_DATA_SETTINGS`); set them to override.
     """
+
+    #: the tiny model of the fast contract test (tests/test_contract.py)
+    tiny: ClassVar[dict[str, Any]] = {"model.width": 8, "optim.n_critic": 1}
 
     Params = WGANGPParams
     # lambda_gp and the betas are not here: they depend on the data (WGANGP_DATA_SETTINGS)
