@@ -29,7 +29,7 @@ def stub_ctx(model, batch, fake, c_fake=None, latent=None, step=0):
     ctx = SimpleNamespace(model=model, step=step, micro=0, keep_fake=False, batch=batch,
                           stash={("", 0): (fake, c_fake, latent)}, nets=nets, n=len(fake),
                           device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
-                          real=batch["x"], c=batch.get("y") if model.conditional else None)
+                          real=batch.get("x"), c=batch.get("y") if model.conditional else None)
     ctx.net = nets.__getitem__
     ctx.grad_for = lambda *names: contextlib.nullcontext()
     return ctx

@@ -407,6 +407,7 @@ class ModelFamily(nn.Module):
             a = ds.a_test if ds.a_test is not None else ds.a
             x = ds.x_test if ds.x_test is not None else ds.x
             k = min(n // 3, len(a), len(x)) if ds.pairing == "paired" else min(n // 2, len(a))
+            k -= k % 4 if k > 4 else 0  # whole rows of 4 tuples: no straggler row
             out = self.infer("translate", a[:k], seed, nets=nets)
             cols = [a[:k].float(), out] + ([x[:k].float()] if ds.pairing == "paired" else [])
             ch = max(int(t.shape[1]) for t in cols)
