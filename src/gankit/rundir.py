@@ -181,13 +181,17 @@ class RunDir:
 
     def write_status(self, status: str, **extra: Any) -> None:
         """Set ``run.json``'s status (and any other keys), creating it with the versions."""
-        from . import __version__
-
         info = self.read_info() if self.run_json.exists() else {}
         if not info:
+            from importlib.metadata import PackageNotFoundError, version
+
             import torch
 
-            info = {"gankit": __version__, "torch": torch.__version__,
+            try:
+                ours = version("gankit")
+            except PackageNotFoundError:  # running from a source tree without installing
+                ours = "unknown"
+            info = {"gankit": ours, "torch": torch.__version__,
                     "python": platform.python_version(), "platform": platform.platform(),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         info.update(extra)

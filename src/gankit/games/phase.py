@@ -13,13 +13,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
-
-if TYPE_CHECKING:
-    from ..models.base import ModelFamily
 
 Batch = dict[str, Tensor]
 Stats = dict[str, Tensor]
@@ -105,7 +102,7 @@ class StepContext:
 
     def __init__(self, trainer: Any) -> None:
         self.tr = trainer
-        self.model: ModelFamily = trainer.model
+        self.model: Any = trainer.model  # the ModelFamily
         self.nets: dict[str, nn.Module] = {**trainer.frozen, **trainer.nets}
         self.step = 0
         self.micro = 0

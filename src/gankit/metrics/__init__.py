@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..registry import METRICS
-from . import features as _features  # noqa: F401  (registers the feature extractors)
+from . import extractors as _extractors  # noqa: F401  (registers the feature extractors)
 from .bootstrap import bootstrap_ci
 from .fid import FIDInfinity, feature_stats, fid, fid_from_stats, fid_infinity
 from .inception_score import inception_score

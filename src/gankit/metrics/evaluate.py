@@ -21,7 +21,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..registry import FEATURES, METRICS
-from . import features as _features  # noqa: F401  (registers the extractors)
+from . import extractors as _extractors  # noqa: F401  (registers the extractors)
 from .memorization import memorization_report
 from .modes import stacked_mnist_modes
 

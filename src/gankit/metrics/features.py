@@ -52,7 +52,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError, DataError
-from ..registry import FEATURES
 
 __all__ = [
     "FeatureExtractor",
@@ -404,45 +403,3 @@ class RandomCNNExtractor(FeatureExtractor):
 
     def protocol(self) -> dict[str, Any]:
         return super().protocol() | {"seed": self.seed}
-
-
-# ---------------------------------------------------------------------------------------------
-# registration (factories take keyword options: FEATURES.get(name)(**opts))
-# ---------------------------------------------------------------------------------------------
-def _raw(**opts: Any) -> RawExtractor:
-    _no_options("raw", opts)
-    return RawExtractor()
-
-
-def _random_cnn(seed: int = 0, **opts: Any) -> RandomCNNExtractor:
-    _no_options("random-cnn", opts)
-    return RandomCNNExtractor(seed=seed)
-
-
-def _lenet_mnist(path: str | None = None, verify: bool = True, **opts: Any) -> FeatureExtractor:
-    _no_options("lenet-mnist", opts)
-    from .lenet import LeNetExtractor
-
-    return LeNetExtractor(path=path, verify=verify)
-
-
-def _inception_v3(path: str | None = None, unbiased_logits: bool = True, **opts: Any
-                  ) -> FeatureExtractor:
-    _no_options("inception-v3", opts)
-    from .inception import InceptionExtractor
-
-    return InceptionExtractor(path=path, unbiased_logits=unbiased_logits)
-
-
-def _no_options(name: str, opts: dict[str, Any]) -> None:
-    if opts:
-        raise ConfigError(f"feature extractor '{name}' got unknown option(s): {', '.join(opts)}")
-
-
-FEATURES.register("raw", _raw, description="flattened values (toy 2-D points, tabular data)")
-FEATURES.register("random-cnn", _random_cnn,
-                  description="seeded random CNN, 512-d, any images (Naeem et al. 2020)")
-FEATURES.register("lenet-mnist", _lenet_mnist,
-                  description="LeNet trained on MNIST-5k, 128-d features, 10 logits (digits)")
-FEATURES.register("inception-v3", _inception_v3,
-                  description="TF-FID Inception-v3, 2048-d pool3, 1008 logits; weights file required")

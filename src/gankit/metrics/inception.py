@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import GankitError
-from .features import FeatureExtractor, file_sha256, resize_square
+from .features import FeatureExtractor, file_sha256, resize_square, weights_sha256
 
 __all__ = [
     "ENV_VAR",
@@ -410,7 +410,6 @@ class InceptionExtractor(FeatureExtractor):
                  net: FIDInceptionV3 | None = None) -> None:
         self.unbiased_logits = bool(unbiased_logits)
         if net is not None:
-            from .features import weights_sha256
 
             self.net, self.checksum, self.path = net.eval(), weights_sha256(net), None
         else:
