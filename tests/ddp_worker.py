@@ -13,7 +13,7 @@ model, data = sys.argv[2], sys.argv[3]
 over = sys.argv[4:]
 run = gankit.train(model, data, out=out / "run", overrides=over, progress=False)
 rank = run.trainer.dist.rank
-nets = {"G": run.model.G, "D": run.model.D, "G_ema": run.trainer.G_sample}
+nets = {**run.trainer.nets, **{f"{k}_ema": m for k, m in run.trainer.sampling_nets().items()}}
 save_file({f"{n}.{k}": v.contiguous() for n, m in nets.items() for k, v in m.state_dict().items()},
           out / f"rank{rank}.safetensors")
 torch.distributed.destroy_process_group()

@@ -11,10 +11,30 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-ARGS = ["dcgan", "--data", "digits", "--steps", "24", "--batch-size", "16", "--no-progress",
-        "--set", "model.width=8", "--set", "train.ckpt_every=4", "--set", "train.log_every=2",
-        "--set", "train.sample_every=100", "--set", "train.keep_ckpts=10"]
+COMMON = ["--batch-size", "16", "--no-progress", "--set", "train.ckpt_every=4",
+          "--set", "train.log_every=2", "--set", "train.sample_every=100",
+          "--set", "train.keep_ckpts=10"]
+ARGS = ["dcgan", "--data", "digits", "--steps", "24", *COMMON, "--set", "model.width=8"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def sets(name: str) -> list[str]:
+    """The family's declared tiny model as --set flags."""
+    from gankit.registry import MODELS
+
+    return [a for k, v in MODELS.get(name).tiny.items() for a in ("--set", f"{k}={v}")]
+
+
+# Runs that must resume bit-identically after SIGKILL: the original GAN, the two families of
+# the new core (a paired translator and a likelihood model) and a learning-rate schedule.
+CASES = {
+    "dcgan": ARGS,
+    "gan": ["gan", "--data", "ring8", "--steps", "24", *COMMON, *sets("gan")],
+    "pix2pix": ["pix2pix", "--data", "edges2digits", "--steps", "24", *COMMON, *sets("pix2pix")],
+    "vae": ["vae", "--data", "digits", "--steps", "24", *COMMON, *sets("vae")],
+    "schedule": [*ARGS, "--set", "optim.schedule=cosine", "--set", "optim.warmup=5",
+                 "--set", "optim.nets.G.schedule=linear", "--set", "optim.decay_start=6"],
+}
 
 
 def gankit(*args, **kw):
@@ -23,13 +43,17 @@ def gankit(*args, **kw):
 
 
 def final_weights(run: Path) -> dict:
+    """Every tensor of the final checkpoint: all networks, EMA copies, optimizer state."""
     ck = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
     assert ck.name == "step_00000024"
     out = {}
-    for n in ("G", "D", "G_ema"):
-        out |= {f"{n}.{k}": v for k, v in load_file(ck / f"{n}.safetensors").items()}
-    out |= {f"opt.{k}": v for k, v in torch.load(ck / "optim.pt", weights_only=True)["opts"]["D"]["state"][0].items()
-            if torch.is_tensor(v)}
+    for f in sorted(ck.glob("*.safetensors")):
+        out |= {f"{f.stem}.{k}": v for k, v in load_file(f).items()}
+    optim = torch.load(ck / "optim.pt", weights_only=True)
+    for net, st in optim["opts"].items():
+        for i, s in st["state"].items():
+            out |= {f"opt.{net}.{i}.{k}": v for k, v in s.items() if torch.is_tensor(v)}
+        out |= {f"lr.{net}.{i}": torch.tensor(g["lr"]) for i, g in enumerate(st["param_groups"])}
     return out
 
 
@@ -57,9 +81,14 @@ def reference(tmp_path_factory):
     return final_weights(run), run
 
 
-def test_resume_after_sigkill_is_bit_identical(reference, tmp_path):
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_resume_after_sigkill_is_bit_identical(case, tmp_path):
+    args = CASES[case]
+    ref = tmp_path / "ref"
+    r = gankit("train", *args, "--out", str(ref))
+    assert r.returncode == 0, r.stderr
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "gankit.cli", "train", *ARGS, "--out", str(run)],
+    proc = subprocess.Popen([sys.executable, "-m", "gankit.cli", "train", *args, "--out", str(run)],
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_checkpoint(run, proc, 8)
     proc.send_signal(signal.SIGKILL)
@@ -67,10 +96,10 @@ def test_resume_after_sigkill_is_bit_identical(reference, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     r = gankit("resume", str(run), "--no-progress")
     assert r.returncode == 0, r.stderr
-    assert_identical(final_weights(run), reference[0])
+    assert_identical(final_weights(run), final_weights(ref))
     # the log has each step once, as the uninterrupted run's
     steps = [line.split(",")[0] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    ref_steps = [line.split(",")[0] for line in (reference[1] / "metrics.jsonl").read_text().splitlines()]
+    ref_steps = [line.split(",")[0] for line in (ref / "metrics.jsonl").read_text().splitlines()]
     assert steps == ref_steps
 
 
@@ -94,6 +123,7 @@ def test_ctrl_c_checkpoints_then_resumes_identically(reference, tmp_path):
 @pytest.mark.parametrize("model,data,extra", [
     ("dcgan", "digits", ["model.width=8"]),
     ("gan", "ring8", ["loss.name=wasserstein", "loss.gp=wgan-gp", "optim.n_critic=2"]),
+    ("pix2pix", "edges2digits", ["model.width=4", "model.n_layers=1"]),
 ])
 def test_two_process_ddp_keeps_ranks_identical(tmp_path, model, data, extra):
     over = ["train.steps=6", "train.batch_size=16", "train.ckpt_every=3", "train.sample_every=100",
@@ -110,4 +140,4 @@ def test_two_process_ddp_keeps_ranks_identical(tmp_path, model, data, extra):
     ck = tmp_path / "run" / "checkpoints" / "step_00000006"
     assert (ck / "rng_0.pt").exists() and (ck / "rng_1.pt").exists()
     init = torch.load(ck / "optim.pt", weights_only=True)
-    assert init["opts"]["G"]["state"]
+    assert init["opts"]["G"]["state"] and init["opts"]["D"]["state"]
