@@ -170,30 +170,32 @@ def translate(run_dir: Path, input_: Path, out: Path, seed: int, weights: str,
 
 
 @cli.command()
-def models() -> None:
-    """List the registered models."""
-    from rich.table import Table
-
-    from .models import MODELS
-
-    t = Table("model", "description")
-    for e in MODELS:
-        t.add_row(e.name, e.description)
-    _console().print(t)
-
-
-@cli.command()
 def datasets() -> None:
-    """List the built-in datasets (any image folder or .npy/.npz also works)."""
+    """List the built-in datasets (any image folder, paired:DIR, unpaired:DIR or .npy/.npz also works)."""
     from rich.table import Table
 
     from .data import DATASETS
 
-    t = Table("dataset", "description")
+    t = Table("dataset", "kind", "description")
     for e in DATASETS:
-        t.add_row(e.name, e.description)
+        t.add_row(e.name, e.meta.get("kind", ""), e.description)
     _console().print(t)
-    _console().print("Also: a folder of images (class sub-folders become labels), or a .npy/.npz file.")
+    _console().print("Also: a folder of images (class sub-folders become labels); paired:DIR "
+                     "(DIR/A and DIR/B with matching names, or side-by-side A|B images); "
+                     "unpaired:DIR (DIR/A and DIR/B); a .npy/.npz file.")
+
+
+@cli.command()
+def models() -> None:
+    """List the registered models with what a trained one can do."""
+    from rich.table import Table
+
+    from .models import MODELS
+
+    t = Table("model", "can", "description")
+    for e in MODELS:
+        t.add_row(e.name, ", ".join(sorted(e.obj.capabilities)), e.description)
+    _console().print(t)
 
 
 @cli.command()

@@ -131,13 +131,10 @@ def _e(v: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 
 def _png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
     fig.tight_layout()  # titles of one row of panels must not run into the axis labels above
     # no metadata: nothing but pixels goes into the report
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -156,14 +153,15 @@ def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[flo
 
 
 def _axes(n: int, height: float = 3.1, ncols: int | None = None) -> tuple[Any, list[Any]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # Figures of their own on an Agg canvas: no pyplot state, no backend switch.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     ncols = ncols or n
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(10.5, height * nrows), squeeze=False)
+    fig = Figure(figsize=(10.5, height * nrows))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     flat = [a for row in axes for a in row]
     for a in flat[n:]:
         a.set_visible(False)

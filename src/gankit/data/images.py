@@ -162,18 +162,14 @@ def plot_points(
     mixtures (seed 002 §3.1, VEEGAN's ring/grid figures). Points with more than two coordinates
     are plotted by their first two. The figure is not registered with pyplot, so nothing leaks.
     """
-    import sys
-
-    import matplotlib
-
-    # Headless-safe. If pyplot is already in use (a notebook), keep its backend: the Figure API
-    # below renders through Agg regardless and never opens a window.
-    if "matplotlib.pyplot" not in sys.modules:
-        matplotlib.use("Agg")
+    # Headless-safe without touching the caller's backend: a Figure of its own on an Agg canvas
+    # never opens a window.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     f = _points(fake, "fake")
     fig = Figure(figsize=(5, 5), dpi=100)
+    FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     if real is not None:
         r = _points(real, "real")

@@ -531,7 +531,10 @@ def mode_collapse(w: Window, info: RunInfo) -> Diagnosis | None:
     if not sev:
         return None
     if valid and lost:  # name what is missing whenever the histogram is meaningful
-        reasons.insert(0, f"{k - len(lost)}/{k} {'modes' if info.data in ('ring8', 'grid25') else 'classes'}"
+        from ..data import dataset_meta
+
+        unit = "modes" if dataset_meta(info.data).get("probe") == "toy" else "classes"
+        reasons.insert(0, f"{k - len(lost)}/{k} {unit}"
                           f" covered, lost {', '.join(map(str, lost))}")
     severity = "critical" if sev == 2 else "warning"
     title = "mode collapse" if severity == "critical" else "mode dropping"

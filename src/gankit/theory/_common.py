@@ -10,7 +10,6 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -33,18 +32,36 @@ class Outcome:
     figure: Any = None
 
 
-def pyplot() -> ModuleType:
-    """Return ``matplotlib.pyplot`` on the headless Agg backend.
+class Figures:
+    """The pyplot entry points the lab uses, making figures of their own on an Agg canvas.
 
-    Selecting Agg before pyplot is imported keeps the lab working on machines without a display
-    (CI, SSH sessions); it is done lazily so importing :mod:`gankit.theory` stays cheap.
+    Nothing global is touched (no ``matplotlib.use``, no pyplot figure registry), so the lab
+    works on machines without a display and leaves a notebook's backend alone.
     """
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    @staticmethod
+    def subplots(*args: Any, figsize: tuple[float, float] | None = None, **kw: Any) -> Any:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
 
-    return plt
+        fig = Figure(figsize=figsize)
+        FigureCanvasAgg(fig)
+        return fig, fig.subplots(*args, **kw)
+
+    @staticmethod
+    def Rectangle(*args: Any, **kw: Any) -> Any:  # pyplot's name
+        from matplotlib.patches import Rectangle
+
+        return Rectangle(*args, **kw)
+
+    @staticmethod
+    def close(fig: Any) -> None:
+        """Nothing to release: the figure is not registered anywhere."""
+
+
+def pyplot() -> Figures:
+    """The lab's figure maker (see :class:`Figures`)."""
+    return Figures()
 
 
 @contextmanager

@@ -35,10 +35,11 @@ def _mlp(hidden: int, act: type[nn.Module], seed: int) -> nn.Sequential:
     WGAN-GP critic in 1-D this matters: the two-sided penalty (|f'| - 1)^2 puts a barrier at slope
     0, so a randomly initialised critic whose slope has the wrong sign can get stuck with it.
     """
-    torch.manual_seed(seed)
-    net = nn.Sequential(
-        nn.Linear(1, hidden), act(), nn.Linear(hidden, hidden), act(), nn.Linear(hidden, 1)
-    )
+    with torch.random.fork_rng(devices=[]):  # seeded init without reseeding the caller's RNG
+        torch.manual_seed(seed)
+        net = nn.Sequential(
+            nn.Linear(1, hidden), act(), nn.Linear(hidden, hidden), act(), nn.Linear(hidden, 1)
+        )
     nn.init.zeros_(net[-1].weight)
     nn.init.zeros_(net[-1].bias)
     return net
