@@ -175,6 +175,12 @@ def test_curves_do_not_switch_the_matplotlib_backend(tmp_path):
     try:
         run = train("dcgan", "digits", tmp_path / "r", steps=3)
         assert (run.run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
+        from gankit import theory
+        from gankit.report import write_report
+
+        write_report(run.run_dir)
+        theory.run("js-saturation", tmp_path / "theory")
+        assert (tmp_path / "theory" / "js-saturation.png").exists()
         assert matplotlib.get_backend() == "svg"
     finally:
         matplotlib.use(old)
