@@ -255,3 +255,40 @@ def test_rollback_scales_scheduled_rates(tiny_images, tmp_path):
     assert tr.opts["G"].param_groups[0]["lr"] == pytest.approx(
         base[0] * 0.5 * tr.schedules["G"].factor(4))
     assert math.isfinite(tr.opts["G"].param_groups[0]["lr"])
+
+
+class TwoGames(DCGAN):
+    """Two generator/discriminator pairs, each its own instance of the one adversarial game."""
+
+    g_nets = ("G", "G2")  # G-side optimizer settings
+
+    def __init__(self, cfg, info):
+        super().__init__(cfg, info)
+        import copy
+
+        self.G2, self.D2 = copy.deepcopy(self.G), copy.deepcopy(self.D)
+
+    def networks(self):
+        return {"G": self.G, "D": self.D, "G2": self.G2, "D2": self.D2}
+
+    def phases(self):
+        from gankit.games.adversarial import Game, adversarial_phases
+
+        flip = lambda ctx: (ctx.batch["x"].flip(-1), None)  # the second domain
+        return [*adversarial_phases(self),
+                *adversarial_phases(self, Game(G="G2", D="D2", tag="B", real=flip))]
+
+
+def test_the_game_can_be_played_twice_in_one_family(tiny_images):
+    cfg = cfg_of()
+    torch.manual_seed(0)
+    m = TwoGames(cfg, tiny_images.describe())
+    tr = Trainer(cfg, m, tiny_images, None)
+    assert [ph.name for ph in tr.phases] == ["D", "G", "D_B", "G_B"]
+    before = {k: [p.clone() for p in n.parameters()] for k, n in tr.nets.items()}
+    tr.fit(2)
+    stats = tr.pop_stats()
+    assert {"loss/D", "loss/G", "loss/D_B", "loss/G_B", "D_B/real"} <= set(stats)
+    for k, net in tr.nets.items():  # every player trained
+        assert not all(torch.equal(a, b) for a, b in zip(before[k], net.parameters())), k
+    assert tr.opts["G2"].param_groups[0]["lr"] == cfg.optim.lr_g  # G2 is G-side
