@@ -72,6 +72,12 @@ def test_family_contract(name, tmp_path):
     assert not ema.training
     bufs = run.model.family_buffers()
     assert all(torch.equal(bufs[k], v) for k, v in ema.family_buffers().items())
+    # the offline tools read every family's run directory
+    from gankit.doctor import analyse_run
+    from gankit.report import write_report
+
+    assert analyse_run(run.run_dir)["last_step"] == steps
+    assert write_report(run.run_dir).stat().st_size > 1000
     # every declared capability works, through the live run and the loaded model alike
     g, live = gankit.load(run.run_dir), run.generator
     caps = family.capabilities
