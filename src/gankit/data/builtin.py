@@ -141,16 +141,22 @@ def _toy(name: str, n: int, seed: int) -> Dataset:
 TOY_META = {"kind": "points", "features": "raw", "metrics": ["modes", "pr"], "probe": "toy"}
 
 
+def _toy_meta(name: str) -> dict:
+    """A toy mixture's metadata, its mode centres and sigma included."""
+    centers_fn, sigma = TOY_MIXTURES[name]
+    return {**TOY_META, "centers": centers_fn().tolist(), "sigma": sigma}
+
+
 @DATASETS.register("ring8",
                    description="8 Gaussians on the unit circle, sigma 0.01 (VEEGAN/PacGAN)",
-                   meta=TOY_META)
+                   meta=_toy_meta("ring8"))
 def ring8(n: int = 50_000, seed: int = 0, **_: object) -> Dataset:
     return _toy("ring8", n, seed)
 
 
 @DATASETS.register("grid25",
                    description="25 Gaussians on {-4,-2,0,2,4}^2, sigma 0.05 (VEEGAN/PacGAN)",
-                   meta=TOY_META)
+                   meta=_toy_meta("grid25"))
 def grid25(n: int = 50_000, seed: int = 0, **_: object) -> Dataset:
     return _toy("grid25", n, seed)
 
