@@ -118,9 +118,11 @@ def test_translation_noise_is_test_time_dropout_seeded(pairs):
     assert torch.equal(y1, y1b)
     assert not torch.equal(y1, y2)  # dropout at test time: another seed, another translation
     assert all(not d.always and d.generator is None for d in m.G.dropouts())  # restored
-    m.p.test_dropout = False
-    assert torch.equal(g.translate(a, seed=1), g.translate(a, seed=2))
-    assert not torch.equal(g.translate(a, seed=1), y1)
+    det = TrainedModel(build(pairs, **{"model.test_dropout": "false"}), torch.device("cpu"))
+    y = det.translate(a, seed=1)
+    assert torch.equal(y, det.translate(a, seed=2)) and not torch.equal(y, y1)
+    det.model.p.test_dropout = True  # the same weights with the paper's test-time dropout
+    assert not torch.equal(y, det.translate(a, seed=1))
 
 
 def test_train_save_load_translate_cli(pairs, tmp_path, capsys):
