@@ -66,7 +66,7 @@ def test_reconstruction_log_likelihoods_equal_hand_computations():
     np.testing.assert_allclose(V.gaussian_log_lik(y, mean, log_sigma).numpy(), hand, rtol=1e-12)
 
 
-# --- the phase loss --------------------------------------------------------------------------------
+# --- the phase loss -------------------------------------------------------------------------------
 @pytest.mark.parametrize("case", ["bernoulli", "gaussian-images", "gaussian-points"])
 def test_phase_loss_is_the_negative_elbo_by_hand(case, tiny_images, tiny_points):
     ds = tiny_points if case == "gaussian-points" else tiny_images
@@ -115,7 +115,7 @@ def test_gradients_reach_encoder_and_decoder(decoder, tiny_images):
     assert model.dec.log_sigma is not None or decoder == "bernoulli"
 
 
-# --- the importance-weighted bound ------------------------------------------------------------------
+# --- the importance-weighted bound ----------------------------------------------------------------
 def test_iwae_with_one_sample_is_the_elbo_with_the_same_noise(tiny_images):
     model = build(tiny_images).eval()
     x = tiny_images.x[:5]
@@ -212,7 +212,7 @@ def test_dequantisation_stays_in_each_grey_levels_bin():
     assert y.min() >= 0 and y.max() < 1
 
 
-# --- capabilities through a saved run ---------------------------------------------------------------
+# --- capabilities through a saved run -------------------------------------------------------------
 @pytest.fixture
 def saved_run(tiny_images, tmp_path):
     return gankit.train("vae", tiny_images, out=tmp_path / "vae", progress=False,

@@ -91,7 +91,7 @@ def bernoulli_log_lik(x: Tensor, logits: Tensor) -> Tensor:
 
 
 def gaussian_log_lik(x: Tensor, mean: Tensor, log_sigma: Tensor) -> Tensor:
-    """log prod_i N(x_i; mean_i, sigma_i^2) over the last dimension (alias of :func:`log_normal`)."""
+    """log prod_i N(x_i; mean_i, sigma_i^2) over the last dimension (as :func:`log_normal`)."""
     return log_normal(x, mean, log_sigma)
 
 
@@ -186,7 +186,8 @@ class ConvDecoderBody(nn.Module):
 class VAEParams(Params):
     arch: Literal["mlp", "conv"] = "mlp"
     latent_dim: int = 20  # the paper's MNIST runs used 3-200; 20 is its common middle
-    decoder: Literal["bernoulli", "gaussian"] | None = None  # None: bernoulli on images, gaussian on points
+    # None: bernoulli on images, gaussian on points
+    decoder: Literal["bernoulli", "gaussian"] | None = None
     sigma: Literal["pixel", "global"] = "pixel"  # the Gaussian decoder's learned log-sigma
     # Adam moves a parameter by about lr per step, so log-sigma would need ~5,000 steps at 1e-3
     # to fall from 0 toward log(1/256); its lr is this multiple of the decoder's (measured on
@@ -293,8 +294,9 @@ class VAE(ModelFamily):
     # -- data in the decoder's space --------------------------------------------------------
     def _check(self, x: Tensor, what: str = "x") -> Tensor:
         if tuple(x.shape[1:]) != self.sample_shape:
-            raise ConfigError(f"{what} must have shape [N, {', '.join(map(str, self.sample_shape))}]"
-                              f" like the training data, got {list(x.shape)}.")
+            shape = ", ".join(map(str, self.sample_shape))
+            raise ConfigError(f"{what} must have shape [N, {shape}] like the training data, got "
+                              f"{list(x.shape)}.")
         return x
 
     def train_target(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -383,7 +385,8 @@ class VAE(ModelFamily):
         rec = self.rec_log_lik(self.dec, z.flatten(0, 1),
                                t.unsqueeze(0).expand(k, *t.shape).flatten(0, 1)).view(k, n)
         log_p_z = (-0.5 * _LOG_2PI - 0.5 * z.pow(2)).sum(-1)  # [k, N]
-        log_q_z = (-0.5 * _LOG_2PI - 0.5 * logvar - 0.5 * eps.pow(2)).sum(-1)  # (z - mu)/sigma = eps
+        # (z - mu) / sigma = eps
+        log_q_z = (-0.5 * _LOG_2PI - 0.5 * logvar - 0.5 * eps.pow(2)).sum(-1)
         return rec + log_p_z - log_q_z
 
     def iwae_bound(self, t: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
