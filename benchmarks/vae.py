@@ -1,7 +1,7 @@
 """The VAE, measured: test log-likelihood bounds on MNIST-5k, and the seeds' claim that VAE samples
 are blurrier but more diverse than a GAN's, for equal CPU time.
 
-    python benchmarks/vae.py                  # both sections, --jobs 2: ~25 min on 2 loaded cores
+    python benchmarks/vae.py                  # both sections, --jobs 2: 20 min on 2 shared cores
     python benchmarks/vae.py --quick          # smoke run of a few minutes (to /tmp)
     python benchmarks/vae.py --render-only    # rewrite vae.md (and vae.png) from vae.json
 
