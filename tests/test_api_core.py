@@ -229,3 +229,31 @@ def test_compile_opt_in_compiles_and_matches_eager(tiny_images):
     with pytest.raises(ConfigError, match="double backward"):
         gankit.train("dcgan", tiny_images, steps=1, save=False, progress=False,
                      overrides={**FAST, "train.compile": True, "loss.gp": "r1"})
+
+
+def test_a_refused_config_leaves_no_run_directory_behind(tmp_path, tiny_paired):
+    """Everything is built (networks, phases, optimizers) before the run directory exists, so a
+    refusal at start-up does not block the same --out afterwards."""
+    out = tmp_path / "p"
+    with pytest.raises(ConfigError, match="diffaugment"):
+        gankit.train("pix2pix", tiny_paired, out=out, progress=False,
+                     overrides={**MODELS.get("pix2pix").tiny, "tricks.diffaugment": "color",
+                                "train.batch_size": 4})
+    assert not out.exists()
+    run = gankit.train("pix2pix", tiny_paired, out=out, steps=1, progress=False,
+                       overrides={**MODELS.get("pix2pix").tiny, "train.batch_size": 4})
+    assert RunDir(run.run_dir).read_info()["status"] == "finished"
+
+
+def test_translate_keeps_input_names(tmp_path, tiny_paired):
+    from PIL import Image
+
+    run = gankit.train("pix2pix", tiny_paired, out=tmp_path / "p", steps=1, progress=False,
+                       overrides={**MODELS.get("pix2pix").tiny, "train.batch_size": 4})
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for name in ("img_00001", "img_00000", "zebra"):  # names that clash with numbered outputs
+        Image.new("L", (16, 16), 255).save(inp / f"{name}.png")
+    assert cli("translate", run.run_dir, "--input", inp, "--out", tmp_path / "o") == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == \
+        ["img_00000.png", "img_00001.png", "zebra.png"]

@@ -297,17 +297,19 @@ def train(model: str | ModelFamily = "dcgan", data: str | Dataset = "mnist5k", *
     if save:
         name = cfg.model["name"]
         run_dir = Path(out) if out is not None else default_out(name, cfg.data.name)
-        if dist_info.is_main:
-            if run_dir.exists() and any(run_dir.iterdir()):
-                raise ConfigError(f"{run_dir} already exists and is not empty; choose another "
-                                  f"--out or continue it with: gankit resume {run_dir}")
-            run_dir.mkdir(parents=True, exist_ok=True)
-            rd = RunDir(run_dir)
-            rd.write_config(cfg.to_dict())
-            rd.write_status("running", data_info=info)
+        if dist_info.is_main and run_dir.exists() and any(run_dir.iterdir()):
+            raise ConfigError(f"{run_dir} already exists and is not empty; choose another "
+                              f"--out or continue it with: gankit resume {run_dir}")
     total = cfg.train.steps
+    # Build (and so validate) everything before the run directory exists: a config the
+    # networks, phases or optimizers refuse leaves nothing behind to block --out.
     tr = Trainer(cfg, fam, ds, run_dir, [*_callbacks(run_dir, cfg, total, progress, ds, fam),
                                          *(callbacks or [])], dist_info)
+    if run_dir is not None and dist_info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        rd = RunDir(run_dir)
+        rd.write_config(cfg.to_dict())
+        rd.write_status("running", data_info=info)
     _fit(tr, run_dir, total)
     return Run(run_dir, cfg, fam, tr, ds)
 

@@ -140,10 +140,7 @@ def _write_output(x, out: Path, n: int, names: list[str] | None = None) -> None:
 
         if x.dim() != 4:
             raise ConfigError("a folder output needs images; use .npy for points")
-        paths = save_images(x, out)
-        if names is not None:
-            for p, name in zip(paths, names):
-                p.replace(out / f"{name}.png")
+        save_images(x, out, names=names)
     _console().print(f"wrote {n} outputs to {out}")
 
 

@@ -126,20 +126,24 @@ def save_grid(
     return _atomic_write(Path(path), lambda tmp: img.save(tmp, format="PNG"))
 
 
-def save_images(x: torch.Tensor, folder: str | Path, prefix: str = "img") -> list[Path]:
+def save_images(x: torch.Tensor, folder: str | Path, prefix: str = "img",
+                names: list[str] | None = None) -> list[Path]:
     """Write each image of ``[N, C, H, W]`` in [-1, 1] as its own PNG in ``folder``.
 
-    Files are named ``{prefix}_{i:05d}.png`` (zero-padded so name order is sample order);
+    Files are named ``{prefix}_{i:05d}.png`` (zero-padded so name order is sample order), or
+    ``{names[i]}.png`` when ``names`` are given (``gankit translate`` keeps the inputs' names);
     one-channel images are saved as 8-bit grayscale (mode ``L``), three-channel as RGB. Used to
     export samples for ``gankit eval --fake FOLDER``. Returns the written paths in order.
     """
     arr = to_uint8(x)  # [N, H, W, C]
+    if names is not None and (len(names) != len(arr) or len(set(names)) != len(names)):
+        raise ValueError(f"need {len(arr)} distinct names, got {len(names)}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     width = max(5, len(str(len(arr) - 1)))
     paths: list[Path] = []
     for i, a in enumerate(arr):
-        p = folder / f"{prefix}_{i:0{width}d}.png"
+        p = folder / (f"{names[i]}.png" if names is not None else f"{prefix}_{i:0{width}d}.png")
         Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).save(p, format="PNG")
         paths.append(p)
     return paths

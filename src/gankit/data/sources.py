@@ -45,7 +45,9 @@ class Stream:
                  seed: int, rank: int = 0, world: int = 1, index: Tensor | None = None) -> None:
         n = len(index) if index is not None else len(next(iter(fields.values())))
         if batch > n:
-            raise DataError(f"batch size {batch} is larger than the data of '{name}' ({n} samples)")
+            what = "the dataset" if name == "data" else f"data stream '{name}'"
+            raise DataError(f"batch size {batch} is larger than {what} ({n} samples); lower "
+                            f"train.batch_size (--batch-size)")
         if batch % world:
             raise ConfigError(f"batch size {batch} is not divisible by {world} processes")
         self.name = name
