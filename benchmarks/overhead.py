@@ -42,12 +42,14 @@ from gankit.train.callbacks import MetricsLogger
 from gankit.train.trainer import Trainer
 
 
-def build(width: int, seed: int = 0):
-    cfg = resolve_config("dcgan", {"model": {"width": width},
-                                   "train": {"ema": False, "log_every": 50, "progress": False}})
-    ds = load_data("mnist5k")
+def build(width: int, seed: int = 0, model: str = "dcgan", data: str = "mnist5k"):
+    """The config, data and a seeded model of the benchmarked family (EMA off: no hand loop has
+    one)."""
+    cfg = resolve_config(model, {"model": {"width": width},
+                                 "train": {"ema": False, "log_every": 50, "progress": False}})
+    ds = load_data(data)
     torch.manual_seed(seed)
-    return cfg, ds, get_family("dcgan")(cfg, ds.describe())
+    return cfg, ds, get_family(model)(cfg, ds.describe())
 
 
 class HandLoop:
@@ -84,11 +86,7 @@ class HandLoop:
 
 
 def build_pix2pix(width: int, seed: int = 0):
-    cfg = resolve_config("pix2pix", {"model": {"width": width},
-                                     "train": {"ema": False, "log_every": 50, "progress": False}})
-    ds = load_data("edges2digits")
-    torch.manual_seed(seed)
-    return cfg, ds, get_family("pix2pix")(cfg, ds.describe())
+    return build(width, seed, "pix2pix", "edges2digits")
 
 
 class Pix2PixHandLoop:

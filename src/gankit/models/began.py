@@ -47,7 +47,7 @@ from pydantic import field_validator
 from torch import Tensor, nn
 
 from ..losses import AdversarialLoss
-from ..nn import conv_stages, prod
+from ..nn import conv_stages, mlp, prod
 from ..nn.resample import UpConv2d
 from ..registry import MODELS
 from .base import DView, Game, GANFamily, Params, Phase, Terms, adversarial_phases
@@ -150,16 +150,6 @@ class BEGANEncoder(nn.Module):
         return self.fc(self.body(x).flatten(1))  # [N, h_dim]
 
 
-def _elu_mlp(d_in: int, hidden: int, d_out: int, layers: int = 2) -> nn.Sequential:
-    mods: list[nn.Module] = []
-    d = d_in
-    for _ in range(layers):
-        mods += [nn.Linear(d, hidden), nn.ELU()]
-        d = hidden
-    mods.append(nn.Linear(d, d_out))
-    return nn.Sequential(*mods)
-
-
 class AutoencoderDiscriminator(nn.Module):
     """Autoencoder discriminator of BEGAN and EBGAN: sample [N, *shape] -> reconstruction.
 
@@ -177,8 +167,8 @@ class AutoencoderDiscriminator(nn.Module):
             self.decoder: nn.Module = BEGANDecoder(h_dim, c, r, width)
         else:
             d = prod(self.shape)
-            self.encoder = nn.Sequential(nn.Flatten(), _elu_mlp(d, hidden, h_dim))
-            self.decoder = _elu_mlp(h_dim, hidden, d)
+            self.encoder = nn.Sequential(nn.Flatten(), mlp(d, hidden, 2, h_dim, nn.ELU()))
+            self.decoder = mlp(h_dim, hidden, 2, d, nn.ELU())
 
     def encode(self, x: Tensor) -> Tensor:
         return self.encoder(x)
@@ -246,7 +236,7 @@ class BEGAN(GANFamily):
             c, r = self.sample_shape[0], self.sample_shape[-1]
             self.G: nn.Module = BEGANDecoder(self.latent_dim, c, r, p.width, tanh=True)
         else:
-            self.G = nn.Sequential(_elu_mlp(self.latent_dim, p.hidden, prod(self.sample_shape)),
+            self.G = nn.Sequential(mlp(self.latent_dim, p.hidden, 2, prod(self.sample_shape), nn.ELU()),
                                    nn.Unflatten(1, self.sample_shape))
         self.D = BEGANDiscriminator(self.sample_shape, p.h_dim, p.width, p.hidden, p.k_init)
         # (gamma L(x) - L(G(z))) of each D micro-batch since the last optimizer step.

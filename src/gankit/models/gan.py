@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..nn import prod, spectral_norm_all
+from ..nn import mlp, prod, spectral_norm_all
 from ..nn.minibatch import MinibatchDiscrimination, MinibatchStdDev, fit_mbdisc, widened_linear
 from ..registry import MODELS
 from ..tricks import d_layer_kwargs
@@ -31,22 +31,6 @@ class GANParams(Params):
     g_batchnorm: bool = True
     d_dropout: float = 0.0  # Goodfellow et al. used dropout in D
     spectral_norm: bool = False
-
-
-def mlp(n_in: int, hidden: int, layers: int, n_out: int, act: nn.Module, *,
-        batchnorm: bool = False, dropout: float = 0.0) -> nn.Sequential:
-    mods: list[nn.Module] = []
-    d = n_in
-    for _ in range(layers):
-        mods.append(nn.Linear(d, hidden))
-        if batchnorm:
-            mods.append(nn.BatchNorm1d(hidden))
-        mods.append(act)
-        if dropout > 0:
-            mods.append(nn.Dropout(dropout))
-        d = hidden
-    mods.append(nn.Linear(d, n_out))
-    return nn.Sequential(*mods)
 
 
 class MLPGenerator(nn.Module):

@@ -69,12 +69,12 @@ from torch.func import functional_call
 
 from ..errors import ConfigError
 from ..losses import get_loss
-from ..nn import prod
+from ..nn import mlp, prod
 from ..registry import MODELS
 from ..tricks import PHASE_TRICKS, active, tricks_config
 from .base import DView, Game, GANFamily, Params, Phase, adversarial_phases
 from .dcgan import DCDiscriminator, DCGenerator
-from .gan import MLPGenerator, mlp
+from .gan import MLPGenerator
 
 if TYPE_CHECKING:
     from ..games.phase import StepContext

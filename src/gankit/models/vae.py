@@ -55,7 +55,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..games.phase import Phase, StepContext
-from ..nn import conv_stages, prod
+from ..nn import conv_stages, mlp, prod
 from ..registry import MODELS
 from .base import ModelFamily, ParamGroup, Params
 
@@ -96,23 +96,12 @@ def gaussian_log_lik(x: Tensor, mean: Tensor, log_sigma: Tensor) -> Tensor:
 
 
 # --- networks -----------------------------------------------------------------------------------
-def _mlp(n_in: int, hidden: int, depth: int, n_out: int) -> nn.Sequential:
-    """``depth`` tanh layers of ``hidden`` units, then a linear output (Kingma & Welling App. C)."""
-    mods: list[nn.Module] = []
-    d = n_in
-    for _ in range(depth):
-        mods += [nn.Linear(d, hidden), nn.Tanh()]
-        d = hidden
-    mods.append(nn.Linear(d, n_out))
-    return nn.Sequential(*mods)
-
-
 class MLPEncoder(nn.Module):
     """x [N, *shape] -> (mu, logvar) of q(z|x), each [N, latent]."""
 
     def __init__(self, shape: tuple[int, ...], latent_dim: int, hidden: int, depth: int) -> None:
         super().__init__()
-        self.net = _mlp(prod(shape), hidden, depth, 2 * latent_dim)
+        self.net = mlp(prod(shape), hidden, depth, 2 * latent_dim, nn.Tanh())
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         mu, logvar = self.net(x.flatten(1)).chunk(2, dim=1)
@@ -247,7 +236,7 @@ class VAE(ModelFamily):
                 raise ConfigError(f"model.hidden must be >= 1 and model.depth >= 0, got "
                                   f"{p.hidden} and {p.depth}.")
             self.E = MLPEncoder(shape, p.latent_dim, p.hidden, p.depth)
-            body: nn.Module = _mlp(p.latent_dim, p.hidden, p.depth, prod(shape))
+            body: nn.Module = mlp(p.latent_dim, p.hidden, p.depth, prod(shape), nn.Tanh())
         else:
             c, r = shape[0], shape[-1]
             if shape[-2] != r:

@@ -52,3 +52,22 @@ class Flatten(nn.Module):
 
 def prod(shape: tuple[int, ...]) -> int:
     return int(math.prod(shape))
+
+
+def mlp(n_in: int, hidden: int, layers: int, n_out: int, act: nn.Module, *,
+        batchnorm: bool = False, dropout: float = 0.0) -> nn.Sequential:
+    """``layers`` hidden layers of ``hidden`` units (Linear[, BatchNorm], ``act``[, Dropout]),
+    then a linear output: the multilayer perceptron of the original GAN (Goodfellow et al. 2014),
+    BEGAN's point autoencoder (ELU) and the VAE (tanh, Kingma & Welling 2014 App. C)."""
+    mods: list[nn.Module] = []
+    d = n_in
+    for _ in range(layers):
+        mods.append(nn.Linear(d, hidden))
+        if batchnorm:
+            mods.append(nn.BatchNorm1d(hidden))
+        mods.append(act)
+        if dropout > 0:
+            mods.append(nn.Dropout(dropout))
+        d = hidden
+    mods.append(nn.Linear(d, n_out))
+    return nn.Sequential(*mods)
