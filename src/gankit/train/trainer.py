@@ -548,6 +548,8 @@ class Trainer:
             if k in state.get("schedules", {}):
                 s.load_state_dict(state["schedules"][k])
         rng = ckpt.load_pt(folder / f"rng_{self.dist.rank}.pt")
+        if "global" not in rng:  # a checkpoint of gankit 0.1's first core: torch/cuda states
+            rng["global"] = {k: rng[k] for k in ("torch", "cuda") if k in rng}
         self._rng = rng["global"]
         if self._live:
             self._set_global_rng(self._rng)
