@@ -24,12 +24,13 @@ and a discriminator ``D`` playing the game, with every stabilisation trick.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -127,14 +128,26 @@ def _trainable(net: nn.Module) -> list[Tensor]:
     return [p for p in net.parameters() if p.requires_grad]
 
 
-class ModelFamily(nn.Module):
+class ModelFamily(nn.Module, metaclass=abc.ABCMeta):
     """Base class of every registered model family, GAN or not (see the module docstring).
 
     Subclasses set ``Params`` and ``defaults`` (config layers applied under the user's), build
     their networks as attributes in ``__init__(cfg, info)`` (``info`` is
-    :meth:`gankit.data.Dataset.describe`), and implement :meth:`networks`, :meth:`phases` and the
-    methods of their ``capabilities``.
+    :meth:`gankit.data.Dataset.describe`), and implement :meth:`networks`, :meth:`phases` (both
+    abstract) and the method of each of their ``capabilities`` (checked when the class is
+    defined: a declared capability without its method is a ``TypeError``).
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        unknown = set(cls.capabilities) - set(CAPABILITIES)
+        if unknown:
+            raise TypeError(f"{cls.__name__} declares unknown capabilities {sorted(unknown)}; "
+                            f"capabilities: {', '.join(CAPABILITIES)}")
+        missing = [c for c in cls.capabilities if getattr(cls, c) is getattr(ModelFamily, c)]
+        if missing:
+            raise TypeError(f"{cls.__name__} declares {', '.join(sorted(missing))} but does not "
+                            f"implement {'it' if len(missing) == 1 else 'them'}")
 
     Params: ClassVar[type[Params]] = Params
     defaults: ClassVar[dict[str, Any]] = {}
@@ -207,16 +220,17 @@ class ModelFamily(nn.Module):
         return torch.device("cpu")
 
     # -- declarations ---------------------------------------------------------------------
+    @abc.abstractmethod
     def networks(self) -> dict[str, nn.Module]:
         """Trained networks by name (each also the family's attribute of that name)."""
-        raise NotImplementedError
 
     def frozen_networks(self) -> dict[str, nn.Module]:
         """Networks used but never optimised (pre-trained parts); kept in eval mode."""
         return {}
 
+    @abc.abstractmethod
     def phases(self) -> list[Phase]:
-        raise NotImplementedError
+        """The training phases (usually built from a game, e.g. ``adversarial_phases``)."""
 
     def source_options(self) -> dict[str, Any]:
         """Options of the data source (the ``classes`` source's streams, e.g.
@@ -258,46 +272,45 @@ class ModelFamily(nn.Module):
             raise CapabilityError(f"model '{self.name}' cannot {capability.replace('_', ' ')} "
                                   f"(it can: {can})")
 
+    def _lacks(self, capability: str) -> NoReturn:
+        """What the base capability methods do: a family that has the capability overrides the
+        method (enforced in ``__init_subclass__``), so reaching here means it lacks it."""
+        self.require(capability)
+        raise TypeError(f"{type(self).__name__} lists {capability} among its capabilities "
+                        f"without implementing it")
+
     def sample(self, n: int, *, generator: torch.Generator | None = None, cond: Any = None,
                **options: Any) -> Tensor:
         """``n`` new samples on the model's device."""
-        self.require("sample")
-        raise NotImplementedError
+        return self._lacks("sample")
 
     def translate(self, x: Tensor, *, generator: torch.Generator | None = None,
                   **options: Any) -> Tensor:
-        self.require("translate")
-        raise NotImplementedError
+        return self._lacks("translate")
 
     def log_prob(self, x: Tensor, *, generator: torch.Generator | None = None,
                  **options: Any) -> Tensor:
-        self.require("log_prob")
-        raise NotImplementedError
+        return self._lacks("log_prob")
 
     def encode(self, x: Tensor, *, generator: torch.Generator | None = None,
                **options: Any) -> Tensor:
-        self.require("encode")
-        raise NotImplementedError
+        return self._lacks("encode")
 
     def decode(self, z: Tensor, *, generator: torch.Generator | None = None,
                **options: Any) -> Tensor:
-        self.require("decode")
-        raise NotImplementedError
+        return self._lacks("decode")
 
     def score(self, x: Tensor, *, generator: torch.Generator | None = None,
               **options: Any) -> Tensor:
-        self.require("score")
-        raise NotImplementedError
+        return self._lacks("score")
 
     def attribute(self, x: Tensor, *, generator: torch.Generator | None = None,
                   **options: Any) -> Tensor:
-        self.require("attribute")
-        raise NotImplementedError
+        return self._lacks("attribute")
 
     def segment(self, x: Tensor, *, generator: torch.Generator | None = None,
                 **options: Any) -> Tensor:
-        self.require("segment")
-        raise NotImplementedError
+        return self._lacks("segment")
 
     def condition(self, n: int, labels: Any) -> Tensor | None:
         """Class labels ``int64 [n]`` for ``n`` samples: ``labels`` is an int, ``n`` ints or
