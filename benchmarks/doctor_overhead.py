@@ -34,6 +34,7 @@ from gankit.config import resolve_config
 from gankit.data import load_data
 from gankit.doctor import Doctor
 from gankit.models import get_family
+from gankit.rundir import RunDir
 from gankit.train.callbacks import MetricsLogger
 from gankit.train.trainer import Trainer
 
@@ -51,6 +52,7 @@ def build(doctor: bool, ds, run_dir: Path | None) -> tuple[Trainer, list]:
     if doctor:
         cbs.append(Doctor(run_dir, ds, total, show=False))
     tr = Trainer(cfg, model, ds, None, cbs)
+    tr._cbs = cbs  # what fit() sets: the logger's records reach the doctor (on_log)
     tr._phase_cbs = [c for c in cbs if isinstance(c, Doctor)]
     return tr, cbs
 
@@ -122,7 +124,7 @@ def main() -> None:
     doc.probe.mem_reference()
     mem_ref_s = time.perf_counter() - t
     probe_mem_s = clock(lambda: doc.probe.run(on, final=True))
-    on.run_dir = tmp / "run"
+    on.rundir = RunDir(tmp / "run")
     ckpt_s = clock(on.save_checkpoint, 1)
 
     cfg = on.cfg.train

@@ -222,7 +222,6 @@ class LinearLRDecay(Callback):
 
 def task_modes(t: dict[str, Any]) -> dict[str, Any]:
     import gankit
-    from gankit.api import Sampler
     from gankit.metrics.evaluate import evaluate_sets
 
     cbs = [LinearLRDecay(t["steps"])] if t.get("cool") else []
@@ -236,8 +235,8 @@ def task_modes(t: dict[str, Any]) -> dict[str, Any]:
     if bad:
         out["status"] = "nan"
         out["error"] = f"non-finite logged stats: {bad}"
-    for which, G in (("G", run.model.G), ("G_ema", run.trainer.G_sample)):
-        fake = Sampler(run.model, G, run.trainer.device).sample(2500, seed=1000 + t["seed"])
+    for which, nets in (("G", {}), ("G_ema", run.trainer.sampling_nets())):
+        fake = run.model.draw(2500, 1000 + t["seed"], nets=nets)
         if not _finite(fake):
             out["status"] = "nan"
             out[which] = None
@@ -367,7 +366,7 @@ def task_ssl_clf(t: dict[str, Any]) -> dict[str, Any]:
     from gankit.data import load_data
     from gankit.models import get_family
     from gankit.models.sgan import choose_labelled
-    from gankit.train.trainer import make_optimizer
+    from gankit.train.optim import build_optimizer, resolve_spec
 
     seed = t["seed"]
     ov = {**t["base"], **t["width_ov"], "model.n_labels": t["n_labels"]}
@@ -380,7 +379,7 @@ def task_ssl_clf(t: dict[str, Any]) -> dict[str, Any]:
     fam = get_family("sgan")(cfg, ds.describe())
     D = fam.D
     torch.manual_seed(cfg.train.seed)
-    opt = make_optimizer(cfg, list(D.parameters()), "D")
+    opt = build_optimizer(fam, "D", D, resolve_spec(fam, "D"))  # the Trainer's D optimizer
     idx = choose_labelled(ds.y, t["n_labels"], ds.num_classes, cfg.train.seed)
     gen = torch.Generator().manual_seed(seed + 1)
     D.train()
@@ -601,7 +600,11 @@ def build_tasks(sections: list[str], S: dict[str, Any], base: dict[str, Any]) ->
                           "cost": steps * {"wgan-gp": 0.3, "wgan": 0.17}.get(m, 0.05)})
     if "quality" in sections:
         tasks.append({"kind": "quality-ref", "section": "quality", "n": S["quality_n"], "cost": 5})
-        for m in MODELS.names():
+        # the zoo's quality table compares the GANs that sample MNIST-5k images (translators and
+        # the non-GAN families have benchmarks of their own: pix2pix.py, vae.py)
+        zoo = [e.name for e in MODELS if e.obj.adversarial and "sample" in e.obj.capabilities
+               and "images" in e.obj.data_kinds]
+        for m in zoo:
             tasks.append({"kind": "quality", "section": "quality", "model": m, "seed": 0,
                           "budget": S["budget"], "batch": S["quality_batch"], "n": S["quality_n"],
                           "base": base, "width_ov": cpu_sized(m, w), "cost": S["budget"] + 12})

@@ -16,7 +16,6 @@ from .config import Config, load_config_file, parse_overrides, resolve_config
 from .data import Dataset, load_data
 from .errors import CheckpointError, ConfigError, Interrupted
 from .models import ModelFamily, get_family
-from .models.base import CAPABILITIES
 from .models.custom import GAN
 from .rundir import RunDir
 from .train import checkpoint as ckpt
@@ -74,7 +73,6 @@ class TrainedModel:
 
     def _infer(self, capability: str, x: Any, seed: int | None, batch_size: int,
                **options: Any) -> Tensor:
-        self.model.require(capability)
         t = torch.as_tensor(x)
         if not torch.is_floating_point(t):
             t = t.float()
@@ -130,8 +128,6 @@ class Run:
         """The trained model with its EMA weights (sample, translate, ... as it can)."""
         return TrainedModel(self.model, self.trainer.device, self.trainer.sampling_nets())
 
-    trained = generator
-
     def metrics(self) -> list[dict[str, Any]]:
         return RunDir(self.run_dir).read("metrics") if self.run_dir else []
 
@@ -156,10 +152,6 @@ def default_out(model: str, data: str) -> Path:
     stem = Path(data.split(":", 1)[-1]).name if ("/" in data or "." in data or ":" in data) \
         else data
     return Path("runs") / f"{model}-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def write_status(run_dir: Path, status: str, **extra: Any) -> None:
-    RunDir(run_dir).write_status(status, **extra)
 
 
 def _callbacks(run_dir: Path | None, cfg: Config, total: int, progress: bool,
@@ -403,13 +395,7 @@ def evaluate_run(run_dir: str | Path, *, metrics: list[str] | None = None, n: in
     ``aug``) train a classifier on the samples. The result, with its protocol, is written to
     ``eval.json`` unless ``write`` is false.
     """
-    from .metrics.evaluate import (
-        RUN_METRICS,
-        _subsample,
-        check_metric_names,
-        default_metrics,
-        evaluate_sets,
-    )
+    from .metrics.evaluate import RUN_METRICS, check_metric_names, default_metrics
 
     rd = RunDir(run_dir)
     cfg, info = _read_config(rd.path)
@@ -422,7 +408,8 @@ def evaluate_run(run_dir: str | Path, *, metrics: list[str] | None = None, n: in
     trained = load(rd.path, weights=weights)
     fam = trained.model
     if "sample" not in fam.capabilities:
-        res = evaluate_model(fam, ds, n=n, seed=seed, metrics=metrics, features=features)
+        res = evaluate_model(fam, ds, n=n, seed=seed, metrics=metrics, features=features,
+                             feature_options=feature_options)
     else:
         real = ds.x if split == "train" else ds.x_test
         if real is None:
@@ -431,17 +418,14 @@ def evaluate_run(run_dir: str | Path, *, metrics: list[str] | None = None, n: in
         check_metric_names(names, allow_run=True)
         run_names = [m for m in names if m in RUN_METRICS]
         set_names = [m for m in names if m not in RUN_METRICS]
-        real = _subsample(real, n, seed)
-        fake = trained.sample(n, seed=seed)
-        key = {"dataset": ds.name, "split": split, "seed": seed, "image_size": cfg.data.image_size}
         heldout = ds.x_test if (split == "train" and "mem" in set_names) else None
         if heldout is None and "mem" in set_names:
             raise ConfigError("metric 'mem' compares with held-out data: use --split train")
         res = {"results": {}, "protocol": {"n_fake": n, "seed": seed, "metrics": {}}}
         if set_names:
-            res = evaluate_sets(real, fake, metrics=set_names, features=features,
-                                feature_options=feature_options, dataset=ds.name, info=ds.info,
-                                real_key=key, seed=seed, heldout=heldout)
+            res = evaluate_model(fam, ds, n=n, seed=seed, metrics=set_names, features=features,
+                                 feature_options=feature_options, split=split, heldout=heldout,
+                                 image_size=cfg.data.image_size)
         from .metrics.utility import augmentation_gain, classification_accuracy_score
 
         for m in run_names:
@@ -458,8 +442,3 @@ def evaluate_run(run_dir: str | Path, *, metrics: list[str] | None = None, n: in
 
         atomic_write_json(rd.eval_json, res)
     return res
-
-
-def capabilities() -> dict[str, str]:
-    """What trained models can do, by capability name."""
-    return dict(CAPABILITIES)

@@ -160,6 +160,7 @@ def classes(ds: Dataset, batch: int, device: torch.device, seed: int, rank: int,
     if not streams:
         raise ConfigError("the classes source needs streams, e.g. {'healthy': [0], 'patient': [1]}")
     out = []
+    fields = {"x": ds.x.to(device), "y": ds.y.to(device)}  # one copy on the device, all streams
     for key, cls in streams.items():
         bad = [c for c in cls if not 0 <= c < ds.num_classes]
         if bad:
@@ -167,5 +168,5 @@ def classes(ds: Dataset, batch: int, device: torch.device, seed: int, rank: int,
         index = torch.nonzero(torch.isin(ds.y, torch.as_tensor(cls))).flatten()
         if len(index) == 0:
             raise DataError(f"'{ds.name}' has no samples of classes {cls} for stream '{key}'")
-        out.append(Stream(key, {"x": ds.x, "y": ds.y}, batch, device, seed, rank, world, index))
+        out.append(Stream(key, fields, batch, device, seed, rank, world, index))
     return Source(out, {key: {"x": key, "y": f"{key}_y"} for key in streams})

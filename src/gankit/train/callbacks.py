@@ -248,16 +248,18 @@ class Evaluator(Callback):
 
 
 def evaluate_model(model: Any, ds: Any, *, n: int, seed: int, metrics: list[str] | None = None,
-                   features: str | None = None, nets: dict[str, Any] | None = None,
-                   cache: bool = True, split: str = "train",
+                   features: str | None = None, feature_options: dict[str, Any] | None = None,
+                   nets: dict[str, Any] | None = None, cache: bool = True, split: str = "train",
+                   heldout: torch.Tensor | None = None,
                    image_size: int | None = None) -> dict[str, Any]:
     """Evaluate a model on its data with a recorded protocol (used during training and by
     ``gankit eval``).
 
     Generative models (``sample``): ``n`` samples from ``seed`` against up to ``n`` real samples
-    of ``split``. Translators (``translate``): the held-out inputs translated and compared with
-    their targets, by the paired metrics (L1, PSNR, SSIM, sharpness, label accuracy when the data
-    has labels) and, for the distribution, by the set metrics of the data.
+    of ``split`` (``heldout`` for the memorisation metric). Translators (``translate``): the
+    held-out inputs translated and compared with their targets, by the paired metrics (L1,
+    PSNR, SSIM, sharpness, label accuracy when the data has labels) and, for the distribution,
+    by the set metrics of the data.
     """
     from ..metrics.evaluate import _subsample, evaluate_sets
 
@@ -268,11 +270,12 @@ def evaluate_model(model: Any, ds: Any, *, n: int, seed: int, metrics: list[str]
 
             raise ConfigError(f"dataset '{ds.name}' has no test split; use the train split")
         real = _subsample(real, n, seed)
-        fake = model.draw(len(real) if split == "test" else n, seed, nets=nets)
+        fake = model.draw(n, seed, nets=nets)
         key = {"dataset": ds.name, "split": split, "seed": seed, "image_size": image_size} \
             if cache else None
-        return evaluate_sets(real, fake, metrics=metrics, features=features, dataset=ds.name,
-                             info=ds.info, real_key=key, seed=seed)
+        return evaluate_sets(real, fake, metrics=metrics, features=features,
+                             feature_options=feature_options, dataset=ds.name, info=ds.info,
+                             real_key=key, seed=seed, heldout=heldout)
     if "translate" in model.capabilities and ds.a is not None:
         from ..metrics.paired import paired_report
 

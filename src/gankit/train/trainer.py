@@ -142,8 +142,6 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
         self.rundir = RunDir(run_dir) if run_dir is not None else None
-        self.run_dir = self.rundir.path if self.rundir is not None else None
-        self.dataset = data
         self.model = model.to(self.device)
         if t.channels_last and data.is_image:
             self.model.to(memory_format=torch.channels_last)
@@ -213,6 +211,10 @@ class Trainer:
         self._phase_cbs: list[Callback] = []
         self._rollback: float | None = None
         self._live = False
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.rundir.path if self.rundir is not None else None
 
     # -- RNG ----------------------------------------------------------------------------------
     def _forked(self) -> contextlib.AbstractContextManager[None]:
@@ -286,7 +288,8 @@ class Trainer:
     @property
     def G_sample(self) -> nn.Module:
         """The generator used for samples: G_ema when EMA is on."""
-        return self.sampling_nets().get("G", self.nets.get("G") or self.frozen["G"])
+        G = self.nets["G"] if "G" in self.nets else self.frozen["G"]
+        return self.sampling_nets().get("G", G)
 
     def accumulate(self, stats: dict[str, Tensor]) -> None:
         """Add statistics (device tensors) to the running means read at the next log step."""
@@ -298,8 +301,6 @@ class Trainer:
             else:
                 self.stats[k] = v.clone()
                 self.counts[k] = 1
-
-    _accumulate = accumulate
 
     def pop_stats(self) -> dict[str, float]:
         """Average the statistics gathered since the last call (one host sync)."""
