@@ -149,7 +149,7 @@ def earth_mover_experiment() -> Outcome:
             f"shovelful, x {total:g} shovelfuls = {dw_scipy:.9g}."
         ),
         reference=(
-            "Seed 000/001 (Wenzel) §3.6.1 'The Wasserstein (Earth Mover) Distance', Figure 15 "
+            "Wenzel's GAN chapter §3.6.1 'The Wasserstein (Earth Mover) Distance', Figure 15 "
             "and Eq. 8; Arjovsky et al. 2017 Eq. 1."
         ),
         assumptions=[
