@@ -167,12 +167,37 @@ def translate(run_dir: Path, input_: Path, out: Path, seed: int, weights: str,
 
 
 @cli.command()
-def datasets() -> None:
-    """List the built-in datasets (any image folder, paired:DIR, unpaired:DIR or .npy/.npz also works)."""
+@click.argument("name", required=False)
+@click.option("--to", "to", type=click.Path(path_type=Path), default=None,
+              help="Write dataset NAME as an image folder there (class sub-folders; A/ and B/ "
+                   "for paired and unpaired data), the layouts --data reads.")
+@click.option("--n", "n", type=int, default=None, help="Only the first N images.")
+@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
+def datasets(name: str | None, to: Path | None, n: int | None, split: str) -> None:
+    """List the built-in datasets, or write one out as a folder: gankit datasets mnist5k --to DIR.
+
+    Any image folder, zip of images, paired:DIR, unpaired:DIR or .npy/.npz also works as --data.
+    """
     from rich.table import Table
 
     from .data import DATASETS
+    from .errors import ConfigError
 
+    if name is not None or to is not None:
+        if name is None or to is None:
+            raise ConfigError("write a dataset out with both a name and a folder: "
+                              "gankit datasets mnist5k --to ./images")
+        if name not in DATASETS:
+            from .registry import did_you_mean
+
+            raise ConfigError(f"unknown dataset '{name}'{did_you_mean(name, DATASETS.names())}")
+        from .data import load_data
+        from .data.folders import write_folder
+
+        counts = write_folder(load_data(name), to, n=n, split=split)
+        parts = ", ".join(f"{v} in {k}/" if k != "." else str(v) for k, v in counts.items())
+        _console().print(f"wrote {sum(counts.values())} images to {to} ({parts})")
+        return
     t = Table("dataset", "kind", "description")
     for e in DATASETS:
         t.add_row(e.name, e.meta.get("kind", ""), e.description)
