@@ -39,20 +39,18 @@ def fake_run(path, *, d_acc, covered, assigned, recall, eval_results=None, n_log
         "data_info": {"name": data, "n": 5000, "shape": [1, 28, 28], "num_classes": 10,
                       "is_image": True, "kind": "images"}}))
     with open(path / "metrics.jsonl", "w") as f:
-        for i in range(1, n_logs + 1):
-            f.write(json.dumps({"step": 50 * i, "loss/D": 0.01, "loss/G": 7.0, "D/real": d_real,
+        f.writelines(json.dumps({"step": 50 * i, "loss/D": 0.01, "loss/G": 7.0, "D/real": d_real,
                                 "D/fake": d_fake, "D/acc": d_acc, "grad/G": 1.0,
-                                "grad/D": 0.1, "it_s": 30.0, "time": 2.0 * i}) + "\n")
+                                "grad/D": 0.1, "it_s": 30.0, "time": 2.0 * i}) + "\n" for i in range(1, n_logs + 1))
     hist = [0] * 10
     for c in range(covered):
         hist[c] = 25
     with open(path / "probes.jsonl", "w") as f:
-        for step in range(250, n_logs * 50 + 1, 250):
-            f.write(json.dumps({"step": step, "doctor/div_ratio": 0.9, "doctor/classes": 10,
+        f.writelines(json.dumps({"step": step, "doctor/div_ratio": 0.9, "doctor/classes": 10,
                                 "doctor/hist": hist, "doctor/assigned_frac": assigned,
                                 "doctor/covered": covered,
                                 "doctor/lost": [str(c) for c in range(covered, 10)],
-                                "doctor/precision": 0.5, "doctor/recall": recall}) + "\n")
+                                "doctor/precision": 0.5, "doctor/recall": recall}) + "\n" for step in range(250, n_logs * 50 + 1, 250))
     if eval_results is not None:
         (path / "eval.json").write_text(json.dumps({"results": eval_results, "protocol": {
             "n_fake": 2000, "n_real": 2000, "seed": 0}}))
@@ -61,7 +59,7 @@ def fake_run(path, *, d_acc, covered, assigned, recall, eval_results=None, n_log
 
 def verdict_section(html: str) -> str:
     return re.search(r'<section id="verdict" class="verdict (\w+)">(.*?)</section>', html,
-                     re.S).group(0)
+                     re.DOTALL).group(0)
 
 
 def test_issue_example_is_not_reported_green(tmp_path):
@@ -84,7 +82,7 @@ def test_issue_example_is_not_reported_green(tmp_path):
 
 
 def test_green_only_when_the_evidence_supports_it(tmp_path):
-    good = dict(d_acc=0.62, covered=10, assigned=0.9, recall=0.55, d_real=0.4, d_fake=-0.3)
+    good = {"d_acc": 0.62, "covered": 10, "assigned": 0.9, "recall": 0.55, "d_real": 0.4, "d_fake": -0.3}
     run = fake_run(tmp_path / "good", **good, eval_results={"fid": 12.0, "recall": 0.5})
     html = build_report(run)
     sec = verdict_section(html)
@@ -107,7 +105,7 @@ def test_assess_rules_one_by_one():
              "doctor/assigned_frac": 0.9, "doctor/covered": 10, "doctor/lost": [],
              "doctor/recall": 0.5}
     ev = {"results": {"fid": 5.0}}
-    base = dict(logs=logs, probes=[probe], evals=[], eval_json=ev, best_json=None, rows=[])
+    base = {"logs": logs, "probes": [probe], "evals": [], "eval_json": ev, "best_json": None, "rows": []}
     assert assess(**base).ok
     # D pinned at 1: insufficient evidence even with recognisable samples
     pinned = [dict(r, **{"D/acc": 1.0}) for r in logs]
@@ -139,7 +137,7 @@ def test_report_escapes_and_cites_works_by_name(tmp_path):
     html = build_report(run)
     assert "<script" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "vanishing generator gradients" in html
-    assert not re.search(r"\b(seed|deck)s? ?\d{3}|\b00\d/00\d\b", html, re.I)
+    assert not re.search(r"\b(seed|deck)s? ?\d{3}|\b00\d/00\d\b", html, re.IGNORECASE)
     assert "Wenzel (2023)" in html and "Generative Adversarial Networks and Other Generative " \
         "Models" in html  # the sources section gives the full reference
 
@@ -161,7 +159,7 @@ def test_reproduce_command_rebuilds_the_same_run(tmp_path, capsys):
                "--set", "optim.lr_d=1e-05", "--set", "tricks.label_smoothing=0.1",
                "--set", "train.log_every=1", "--set", "train.doctor=false") == 0
     html = build_report(a)
-    cmd = re.search(r'<pre class="cmd">(.*?)</pre>', html, re.S).group(1)
+    cmd = re.search(r'<pre class="cmd">(.*?)</pre>', html, re.DOTALL).group(1)
     import html as html_mod
 
     argv = shlex.split(html_mod.unescape(cmd))
@@ -201,3 +199,17 @@ def test_custom_runs_say_they_cannot_be_reproduced_from_the_cli():
 
     with pytest.raises(ConfigError, match="custom networks"):
         reproduce_argv({"model": {"name": "custom"}})
+
+
+def test_every_doctor_text_gets_plain_citations():
+    """What the doctor shows (explanations, remedies, sources) names works, not file numbers."""
+    from gankit.doctor.citations import plain_citations
+    from gankit.doctor.rules import KNOWLEDGE
+
+    numbered = re.compile(r"\b(seed|deck|chapter)s? ?\d{3}|\b00\d/00\d\b", re.IGNORECASE)
+    texts = [t for v in KNOWLEDGE.values() for t in (v["explanation"], v["seed_ref"],
+                                                      *v["remedies"])]
+    assert any(numbered.search(t) for t in texts)  # the raw texts do cite numbers
+    for t in texts:
+        assert not numbered.search(plain_citations(t)), t
+    assert plain_citations("Box 4 (000/001)") == "Wenzel (2023), Box 4"
