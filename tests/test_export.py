@@ -79,6 +79,9 @@ def test_export_roundtrip_card_and_onnx(cgan_run, tmp_path):
     # ONNX: recorded check within tolerance; re-run here on another batch size (dynamic axis)
     ox = m["onnx"]
     assert ox["inputs"] == ["z", "labels"] and 0 <= ox["max_abs_diff"] <= ONNX_TOLERANCE
+    assert ox["batch"] == "dynamic" and ox["checked_batches"] == [4, 7]
+    assert ox["input_specs"] == {"z": f"float32 [N, {exp.model.latent_dim}]",
+                                 "labels": "int64 [N]"}
     sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     z = torch.randn(5, exp.model.latent_dim, generator=torch.Generator().manual_seed(9))
     c = torch.tensor([2, 1, 0, 2, 1])
@@ -133,6 +136,14 @@ def test_cli_export_sample_translate(tmp_path, capsys):
     assert not (tmp_path / "x").exists()  # nothing half-written
     assert cli("export", str(run), "--out", str(tmp_path / "x")) == 0
     capsys.readouterr()
+    # without test-time dropout it exports; its batch norm over the batch needs a fixed batch
+    det = tmp_path / "p2p-det"
+    gankit.train("pix2pix", make_tiny_paired(), out=det, progress=False,
+                 overrides={**FAST, **gankit.registry.MODELS.get("pix2pix").tiny,
+                            "model.test_dropout": False, "train.steps": 1})
+    ox = export_run(det, tmp_path / "det-x", onnx=True)["onnx"]
+    assert ox["batch"] == 1 and ox["inputs"] == ["image"] and ox["max_abs_diff"] <= ONNX_TOLERANCE
+    assert capsys.readouterr().out == ""  # the exporter's graph dump of the dynamic try is kept
     inp = tmp_path / "a.npy"
     np.save(inp, make_tiny_paired().a_test[:3].numpy())
     assert cli("translate", str(tmp_path / "x"), "--input", str(inp),

@@ -37,8 +37,8 @@ def export(run_dir: Path, out: Path, weights: str, with_onnx: bool, seed: int) -
             f"{len(m['networks'])} networks) to {out}")
     if "onnx" in m:
         ox = m["onnx"]
-        c.print(f"onnx: {out / ox['file']}; ONNX Runtime vs PyTorch on batches of "
-                f"{ox['check_batch']} and {ox['check_batch_2']}: max abs diff {ox['max_abs_diff']:.3g} "
+        c.print(f"onnx: {out / ox['file']} (batch {ox['batch']}); ONNX Runtime vs PyTorch on "
+                f"batches of {' and '.join(map(str, ox['checked_batches']))}: max abs diff {ox['max_abs_diff']:.3g} "
                 f"(tolerance {ox['tolerance']:g})")
     c.print(f"model card: {out / 'README.md'}")
 
