@@ -120,8 +120,11 @@ def test_assess_rules_one_by_one():
         "unrecognisable"
     assert assess(**{**base, "eval_json": None, "evals": [{"step": 9, "eval/coverage": 0.0}]}
                   ).level == "unrecognisable"
-    # no probe at all
+    # no probe at all; translators are never probed (their evaluation is the evidence)
     assert assess(**{**base, "probes": []}).level == "insufficient"
+    assert assess(**{**base, "probes": []}, samples=False).ok
+    assert assess(**{**base, "probes": [], "eval_json": None}, samples=False).level == \
+        "insufficient"
     # a diagnosis wins over "ok"; amber when it is only a warning and the evidence is there
     v = assess(**{**base, "rows": [{"severity": "warning"}]})
     assert v.level == "diagnosed" and v.severity == "warning"

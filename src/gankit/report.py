@@ -347,8 +347,7 @@ def build_report(run_dir: str | Path) -> str:
     from .doctor import analyse_run, read_jsonl
     from .doctor.citations import SOURCES
     from .doctor.rules import is_eval, is_log
-    from .doctor.verdict import assess
-    from .registry import MODELS
+    from .doctor.verdict import assess, family_traits
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -372,8 +371,7 @@ def build_report(run_dir: str | Path) -> str:
     model = cfg.get("model", {}).get("name", "?")
     data = cfg.get("data", {}).get("name", "?")
     verdict = assess(logs=logs, probes=probes, evals=evals, eval_json=ev, best_json=best,
-                     rows=rows, adversarial=bool(MODELS.get(model).adversarial)
-                     if model in MODELS else True, data=str(data))
+                     rows=rows, **family_traits(str(model)), data=str(data))
     status = str(run.get("status", "unknown"))
     last = logs[-1] if logs else {}
     step = run.get("step", last.get("step", 0))

@@ -25,7 +25,7 @@ from typing import Any
 
 from .rules import D_PERFECT_RECORDS, MIN_ASSIGNED, num
 
-__all__ = ["Verdict", "assess", "assess_run"]
+__all__ = ["Verdict", "assess", "assess_run", "family_traits"]
 
 #: samples are unrecognisable when at most this fraction of classes/modes is covered ...
 COVERAGE_NEAR_ZERO = 0.1
@@ -72,10 +72,11 @@ def _latest(records: list[dict[str, Any]], key: str) -> tuple[float, int] | None
 def assess(*, logs: list[dict[str, Any]], probes: list[dict[str, Any]],
            evals: list[dict[str, Any]], eval_json: dict[str, Any] | None,
            best_json: dict[str, Any] | None, rows: list[dict[str, Any]],
-           adversarial: bool = True, data: str = "") -> Verdict:
+           adversarial: bool = True, samples: bool = True, data: str = "") -> Verdict:
     """The verdict from a run's records: log records (``metrics.jsonl``), the doctor's probes,
     ``eval/*`` records, ``eval.json``, ``best/best.json`` and the doctor's summary rows
     (:func:`gankit.doctor.summarise`). ``adversarial=False`` (a VAE, ...): no D to look at;
+    ``samples=False`` (translators): the doctor draws no sample probes, so none is expected;
     ``data``: the dataset's name (toy mixtures have modes, not classes)."""
     from ..data import dataset_meta
 
@@ -132,7 +133,7 @@ def assess(*, logs: list[dict[str, Any]], probes: list[dict[str, Any]],
     if len(logs) < MIN_LOG_RECORDS:
         insuf.append(f"only {len(logs)} log record(s): the doctor's rules need at least "
                      f"{MIN_LOG_RECORDS} (train longer or lower train.log_every)")
-    if p is None:
+    if p is None and samples:
         insuf.append("no sample probe ran (train.doctor off, or the run stopped before "
                      "train.doctor_every steps): nobody looked at the samples")
     evaluated = bool(results) or bool(evals) or bool(best_json)
@@ -163,7 +164,6 @@ def assess_run(run_dir: str | Path) -> Verdict:
     """The :class:`Verdict` of a run directory, from its files (``gankit report``/``doctor``)."""
     import json
 
-    from ..registry import MODELS
     from ..rundir import RunDir, read_jsonl
     from . import analyse_run
     from .rules import is_eval, is_log
@@ -184,5 +184,15 @@ def assess_run(run_dir: str | Path) -> Verdict:
     return assess(logs=[r for r in records if is_log(r)], probes=read_jsonl(rd.stream("probes")),
                   evals=[r for r in records if is_eval(r)], eval_json=load(rd.eval_json),
                   best_json=load(rd.best / "best.json"), rows=rows,
-                  adversarial=bool(MODELS.get(name).adversarial) if name in MODELS else True,
-                  data=str(cfg.get("data", {}).get("name", "")))
+                  **family_traits(name), data=str(cfg.get("data", {}).get("name", "")))
+
+
+def family_traits(name: str) -> dict[str, bool]:
+    """``adversarial``/``samples`` of :func:`assess` for the registered family ``name`` (a
+    custom ``gankit.GAN`` samples and plays the adversarial game)."""
+    from ..registry import MODELS
+
+    if name not in MODELS:
+        return {"adversarial": True, "samples": True}
+    fam = MODELS.get(name)
+    return {"adversarial": bool(fam.adversarial), "samples": "sample" in fam.capabilities}
