@@ -218,3 +218,19 @@ def test_interpolation_vae_and_refusal(tmp_path, tiny_paired):
                             "train.steps": 1})
     with pytest.raises(CapabilityError, match="cannot sample"):
         gankit.load(p2p).interpolate(2, 3)
+
+
+def test_export_keeps_the_family_buffers(tmp_path):
+    """SGAN's labelled subset (indices drawn at the first step) lives on the family, outside its
+    networks: it travels in weights/family.safetensors and comes back with gankit.load."""
+    run = tmp_path / "sgan"
+    gankit.train("sgan", make_tiny_images(), out=run, progress=False,
+                 overrides={**FAST, **gankit.registry.MODELS.get("sgan").tiny, "train.steps": 2})
+    src = gankit.load(run)
+    bufs = src.model.family_buffers()
+    assert bufs and all(bool((v >= 0).all()) for v in bufs.values())  # drawn, not the -1 init
+    export_run(run, tmp_path / "x")
+    assert (tmp_path / "x" / "weights" / "family.safetensors").is_file()
+    got = gankit.load(tmp_path / "x").model.family_buffers()
+    assert bufs.keys() == got.keys() and all(torch.equal(bufs[k], got[k]) for k in bufs)
+    assert torch.equal(gankit.load(tmp_path / "x").sample(3, seed=5), src.sample(3, seed=5))
