@@ -334,7 +334,9 @@ def test_cli_doctor_and_report(collapsed_run, tmp_path, capsys):
     assert all(s.startswith("data:image/png;base64,") for s in images)
     assert "http:" not in html and "https:" not in html and "<link" not in html
     assert "<script" not in html
-    assert "mode collapse" in html and "GAN-problems chapter §3.1" in html and "lost" in html
+    assert "mode collapse" in html and "Cohen &amp; Giryes (2022) §3.1" in html and "lost" in html
+    # user-facing citations name the works, never the source documents' numbers
+    assert not re.search(r"\b(seed|deck)s? ?\d{3}|\b00\d/00\d\b", html, re.IGNORECASE)
     # the sample grids are embedded byte for byte
     import base64
 

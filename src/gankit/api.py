@@ -109,6 +109,14 @@ class TrainedModel:
                 **options: Any) -> Tensor:
         return self._infer("segment", x, seed, batch_size, **options)
 
+    def interpolate(self, n_rows: int = 4, steps: int = 8, *, seed: int = 0,
+                    labels: Any = None) -> Tensor:
+        """A latent interpolation grid ``[n_rows * steps, ...]``: each row walks by slerp
+        between the latents of two seeds (:func:`gankit.interpolate.interpolate`)."""
+        from .interpolate import interpolate
+
+        return interpolate(self, n_rows, steps, seed, labels)
+
 
 Sampler = TrainedModel  # the name of earlier releases
 
@@ -349,8 +357,12 @@ def load(run_dir: str | Path, *, weights: str = "ema", device: str = "cpu",
     ``raw`` (the trained weights) or ``best`` (those the evaluator kept, ``train.eval_every``);
     ``G_ema``/``G`` are accepted for ``ema``/``raw``. Every network is loaded, frozen ones and
     the family's own buffers included. ``model``: your :class:`gankit.GAN` for runs of custom
-    networks.
+    networks. ``run_dir`` may also be a folder written by ``gankit export``.
     """
+    from .export import is_export, load_export
+
+    if model is None and is_export(run_dir):
+        return load_export(run_dir, weights=weights, device=device)
     rd = RunDir(run_dir)
     if weights not in WEIGHTS:
         raise ConfigError(f"weights must be ema, raw or best, got '{weights}'")

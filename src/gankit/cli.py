@@ -104,9 +104,12 @@ WEIGHT_CHOICES = click.Choice(["ema", "raw", "best", "G_ema", "G"])
 @click.option("--truncation", type=float, default=None, help="GANs: redraw latent components with |z| above this.")
 @click.option("--weights", type=WEIGHT_CHOICES, default="ema", show_default=True,
               help="ema: the EMA copies, raw: the trained weights, best: those kept by --eval-every.")
+@click.option("--interpolate", type=int, default=None, metavar="K",
+              help="Write a latent interpolation grid (K slerp steps per row) to --out (.png) and a GIF beside it.")
+@click.option("--rows", type=int, default=4, show_default=True, help="With --interpolate: rows (pairs of seeds).")
 def sample(run_dir: Path, n: int, out: Path, seed: int, labels: str | None,
-           truncation: float | None, weights: str) -> None:
-    """Draw N samples from RUN_DIR's model."""
+           truncation: float | None, weights: str, interpolate: int | None, rows: int) -> None:
+    """Draw N samples from RUN_DIR's model (RUN_DIR may be a `gankit export` folder)."""
     from .api import load
     from .errors import ConfigError
 
@@ -119,6 +122,11 @@ def sample(run_dir: Path, n: int, out: Path, seed: int, labels: str | None,
         except ValueError:
             raise ConfigError(f"--labels must be an int or a comma list of ints, got '{labels}'") from None
         lab = parts[0] if len(parts) == 1 else parts
+    if interpolate is not None:
+        from .commands_share import write_interpolation_cli
+
+        write_interpolation_cli(g, out, interpolate, rows, seed, lab)
+        return
     opts = {"truncation": truncation} if truncation is not None else {}
     x = g.sample(n, seed=seed, labels=lab, **opts)
     _write_output(x, out, n)
@@ -380,6 +388,10 @@ def main(argv: list[str] | None = None) -> None:
                    err=True)
         sys.exit(130)
 
+
+from .commands_share import register as _reg_share  # the export command (commands_share)
+
+_reg_share(cli)
 
 if __name__ == "__main__":
     main()

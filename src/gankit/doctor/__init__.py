@@ -121,13 +121,23 @@ def print_report(result: dict[str, Any], console: Any = None) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from .citations import plain_citations
+
     c = console or Console()
     info: RunInfo = result["info"]
     rows = result["rows"]
     c.print(f"[bold]{escape(result['run'])}[/bold]: {info.model} on {info.data}, loss "
             f"{info.loss}, analysed up to step {result['last_step']}")
     if not rows:
-        c.print("[green]no failure mode detected[/green]")
+        from .verdict import assess_run
+
+        v = assess_run(result["run"])  # silence is good news only with enough evidence
+        if v.ok:
+            c.print("[green]no failure mode detected[/green]")
+        else:
+            c.print(f"[bold red]{escape(v.headline)}[/bold red]")
+            for r in v.reasons:
+                c.print(f"  [red]-[/red] {escape(r)}", highlight=False)
         return
     style = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
     t = Table("diagnosis", "severity", "steps", "status", title="summary", title_justify="left")
@@ -139,9 +149,10 @@ def print_report(result: dict[str, Any], console: Any = None) -> None:
     for r in rows:  # then one block per diagnosis: evidence, what was done, remedies, sources
         c.print(f"\n[{style.get(r['severity'], 'white')}]{r['severity'].upper()}[/] "
                 f"[bold]{escape(r['title'])}[/bold] (step {r['first_step']}, {escape(r['status'])})")
-        c.print(f"  evidence: {escape(r['summary'])}", highlight=False)
+        c.print(f"  evidence: {escape(plain_citations(r['summary']))}", highlight=False)
         for a in r["actions"]:
             c.print(f"  done: {escape(a)}", highlight=False)
         for i, x in enumerate(r["remedies"][:3], 1):
-            c.print(f"  remedy {i}: {escape(x)}", highlight=False)
-        c.print(f"  [dim]sources: {escape(r['seed_ref'])}[/dim]", highlight=False)
+            c.print(f"  remedy {i}: {escape(plain_citations(x))}", highlight=False)
+        c.print(f"  [dim]sources: {escape(plain_citations(r['seed_ref']))}[/dim]",
+                highlight=False)

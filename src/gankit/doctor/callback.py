@@ -430,13 +430,15 @@ def print_event(e: Diagnosis) -> None:
     from rich import get_console
     from rich.markup import escape
 
+    from .citations import plain_citations
+
     if e.state == "resolved":
         style, mark = "green", "resolved"
     else:
         style, mark = STYLE.get(e.severity, "white"), e.severity
     get_console().print(f"[dim]step {e.step}[/dim] [{style}]doctor {mark}[/{style}] "
                         f"[bold]{escape(e.title)}[/bold]: {escape(e.summary)}"
-                        + (f" [dim]({escape(e.seed_ref.split(';')[0])})[/dim]"
+                        + (f" [dim]({escape(plain_citations(e.seed_ref.split(';')[0]))})[/dim]"
                            if e.state in ("raised", "changed") else ""),
                         soft_wrap=True, highlight=False)
 

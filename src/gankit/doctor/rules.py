@@ -21,9 +21,9 @@ Three kinds of records are read, from ``metrics.jsonl`` and ``probes.jsonl``:
 * **eval records** (``Evaluator``): ``eval/<metric>``.
 
 The explanations and remedies quote the project's source documents, named in plain words:
-Wenzel's GAN chapter ("Generative Adversarial Networks and Other Generative Models", Machine
-Learning for Brain Disorders, ch. 5), the GAN-problems chapter (an introduction to GANs through
-mode collapse, vanishing gradients and low-quality images), the Bios 740 GAN lecture, and
+Wenzel (2023) ("Generative Adversarial Networks and Other Generative Models", Machine
+Learning for Brain Disorders, ch. 5), Cohen & Giryes (2022) (an introduction to GANs through
+mode collapse, vanishing gradients and low-quality images), the BIOS 740 GAN lecture, and
 Bénédict's GAN survey post ("Generative Adversarial Networks, their variants and their
 evaluation"). Remedies name the gankit setting that applies them.
 """
@@ -183,78 +183,78 @@ KNOWLEDGE: dict[str, dict[str, Any]] = {
     "divergence": {
         "title": "divergence",
         "explanation": (
-            "Losses or gradients became non-finite or exploded. The Bios 740 GAN lecture ('Challenges in GAN "
+            "Losses or gradients became non-finite or exploded. The BIOS 740 GAN lecture ('Challenges in GAN "
             "Training') lists 'Vanishing/Exploding Gradients' and, under 'Hyperparameter "
-            "Sensitivity', 'Learning Rate: Too high -> instability'; Wenzel's GAN chapter Box 4: 'GAN "
+            "Sensitivity', 'Learning Rate: Too high -> instability'; Wenzel (2023) Box 4: 'GAN "
             "training is sensitive to hyperparameters, most importantly the learning rate.' The "
             "doctor returns to the last good checkpoint with lower learning rates."),
         "remedies": [
             ("lower the learning rates (done automatically: train.doctor_lr_factor per rollback); "
             "set optim.lr_g / optim.lr_d lower for the next run"),
-            ("Adam with beta1 = 0.5 rather than plain SGD (the Bios 740 GAN lecture: 'reducing beta1 to 0.5 "
+            ("Adam with beta1 = 0.5 rather than plain SGD (the BIOS 740 GAN lecture: 'reducing beta1 to 0.5 "
             "improves stability'): optim.name=adam optim.betas_d=[0.5,0.999]"),
             ("a gradient penalty, which 'adds stability and prevents exploding gradients' "
-            "(the Bios 740 GAN lecture): gankit train wgan-gp, or loss.gp=r1"),
-            "spectral normalisation of D (the Bios 740 GAN lecture #3): model.spectral_norm=true or gankit train sngan",
+            "(the BIOS 740 GAN lecture): gankit train wgan-gp, or loss.gp=r1"),
+            "spectral normalisation of D (the BIOS 740 GAN lecture #3): model.spectral_norm=true or gankit train sngan",
         ],
-        "seed_ref": "the Bios 740 GAN lecture 'Challenges in GAN Training' & 'Hyperparameter Sensitivity' 1-4; "
-                    "Wenzel's GAN chapter §3.5 Box 4 'General measures'",
+        "seed_ref": "the BIOS 740 GAN lecture 'Challenges in GAN Training' & 'Hyperparameter Sensitivity' 1-4; "
+                    "Wenzel (2023) §3.5 Box 4 'General measures'",
     },
     "vanishing_gradients": {
         "title": "vanishing generator gradients",
         "explanation": (
             "D separates real from fake almost perfectly (D(x) -> 1, D(G(z)) -> 0), so G learns "
-            "little. Wenzel's GAN chapter §3.4: 'the training criterion saturates if the discriminator in "
+            "little. Wenzel (2023) §3.4: 'the training criterion saturates if the discriminator in "
             "the early phase of training perfectly distinguishes between fake and real examples. "
             "The generator will therefore no longer obtain a helpful gradient to update its "
-            "weights.' The GAN-problems chapter §3.2: with a near-optimal D the generator minimises the JS "
+            "weights.' Cohen & Giryes (2022) §3.2: with a near-optimal D the generator minimises the JS "
             "divergence, whose gradient vanishes when p_g is far from p_r ('training will not be "
             "feasible due to extremely low gradients'). With the saturating minimax loss "
             "log(1 - D(G(z))) the gradient w.r.t. D's logit is D(G(z)) itself, so it goes to 0 "
             "with D(G(z)). Bénédict's GAN survey (challenge 4): 'D is too strong compared to G ... G is not "
             "provided with any more training guidance.'"),
         "remedies": [
-            ("use the non-saturating generator loss -log D(G(z)) (Wenzel's GAN chapter §3.4, Goodfellow "
+            ("use the non-saturating generator loss -log D(G(z)) (Wenzel (2023) §3.4, Goodfellow "
             "et al. 2014): loss.name=nonsaturating"),
             ("weaken D: fewer D steps (optim.n_critic=1), a lower optim.lr_d, dropout in D "
-            "(tricks.d_dropout=0.3, the Bios 740 GAN lecture #6), or freeze D while it is too strong (the Bios 740 GAN lecture "
+            "(tricks.d_dropout=0.3, the BIOS 740 GAN lecture #6), or freeze D while it is too strong (the BIOS 740 GAN lecture "
             "#7: tricks.freeze_d_when_acc_above=0.95)"),
-            ("keep D unsure: one-sided label smoothing (Wenzel's GAN chapter Box 4): "
+            ("keep D unsure: one-sided label smoothing (Wenzel (2023) Box 4): "
             "tricks.label_smoothing=0.1; instance noise ('added noise can be required', §3.4): "
             "tricks.instance_noise=0.1"),
-            ("a loss with useful gradients far from the data (the GAN-problems chapter §5, the Bios 740 GAN lecture LSGAN/WGAN): "
+            ("a loss with useful gradients far from the data (Cohen & Giryes (2022) §5, the BIOS 740 GAN lecture LSGAN/WGAN): "
             "gankit train lsgan / wgan-gp"),
         ],
-        "seed_ref": "Wenzel's GAN chapter §3.4 'Why Early GANs Were Hard to Train' and §3.5 'Poor "
-                    "convergence'; the GAN-problems chapter §3.2 'Vanishing gradients'; Bénédict's GAN survey challenge 4",
+        "seed_ref": "Wenzel (2023) §3.4 'Why Early GANs Were Hard to Train' and §3.5 'Poor "
+                    "convergence'; Cohen & Giryes (2022) §3.2 'Vanishing gradients'; Bénédict's GAN survey challenge 4",
     },
     "mode_collapse": {
         "title": "mode collapse",
         "explanation": (
-            "The generator covers only part of the data distribution. The GAN-problems chapter §3.1: 'Mode "
+            "The generator covers only part of the data distribution. Cohen & Giryes (2022) §3.1: 'Mode "
             "collapse is the phenomenon where the generator only yields a small subset of the "
-            "possible modes'; Wenzel's GAN chapter §3.5: mode dropping leaves 'regions of the data "
+            "possible modes'; Wenzel (2023) §3.5: mode dropping leaves 'regions of the data "
             "distribution not being covered by the generator', and 'if all modes but one are "
-            "dropped, one can call this mode collapse'. The GAN-problems chapter §3.2 explains why the usual "
+            "dropped, one can call this mode collapse'. Cohen & Giryes (2022) §3.2 explains why the usual "
             "non-saturating loss invites it: it is dominated by the reverse KL(p_g || p_r), for "
-            "which 'q distribution chooses a single mode'. The Bios 740 GAN lecture ('Mode Collapse') names "
+            "which 'q distribution chooses a single mode'. The BIOS 740 GAN lecture ('Mode Collapse') names "
             "imbalanced G-D learning, training instability and the lack of diversity-promoting "
-            "mechanisms as causes; Wenzel's Box 4: 'when the generator only produces very "
+            "mechanisms as causes; Wenzel (2023), Box 4: 'when the generator only produces very "
             "convincing, but extremely similar images, this is an indication for mode collapse' "
             "- high precision with low recall."),
         "remedies": [
-            ("minibatch discrimination (the Bios 740 GAN lecture, Wenzel's GAN chapter Box 4): "
+            ("minibatch discrimination (the BIOS 740 GAN lecture, Wenzel (2023) Box 4): "
             "tricks.minibatch_discrimination=5, or tricks.minibatch_stddev=4"),
-            "feature matching (the Bios 740 GAN lecture, Box 4): tricks.feature_matching=true",
+            "feature matching (the BIOS 740 GAN lecture, Box 4): tricks.feature_matching=true",
             ("a lower learning rate ('Mode collapse might already be mitigated by a lower learning "
             "rate', Box 4): e.g. halve optim.lr_g and optim.lr_d"),
-            ("unrolled GAN, 'allows the generator to anticipate discriminator updates' (the Bios 740 GAN lecture): "
+            ("unrolled GAN, 'allows the generator to anticipate discriminator updates' (the BIOS 740 GAN lecture): "
             "gankit train unrolled"),
-            "Wasserstein loss (the Bios 740 GAN lecture, the GAN-problems chapter §5): gankit train wgan-gp",
-            "mutual-information regularisation (the Bios 740 GAN lecture): gankit train infogan",
+            "Wasserstein loss (the BIOS 740 GAN lecture, Cohen & Giryes (2022) §5): gankit train wgan-gp",
+            "mutual-information regularisation (the BIOS 740 GAN lecture): gankit train infogan",
         ],
-        "seed_ref": "the GAN-problems chapter §3.1 'Mode collapse' and §3.2 (reverse KL); Wenzel's GAN chapter §3.5 "
-                    "'Mode dropping' and Box 4 'Minibatch discrimination'; the Bios 740 GAN lecture 'Mode Collapse'",
+        "seed_ref": "Cohen & Giryes (2022) §3.1 'Mode collapse' and §3.2 (reverse KL); Wenzel (2023) §3.5 "
+                    "'Mode dropping' and Box 4 'Minibatch discrimination'; the BIOS 740 GAN lecture 'Mode Collapse'",
     },
     "helvetica": {
         "title": "Helvetica scenario",
@@ -268,40 +268,40 @@ KNOWLEDGE: dict[str, dict[str, Any]] = {
             "same value of x'."),
         "remedies": [
             ("update D at least as often as G (Goodfellow et al. 2014 Alg. 1, k D steps per G "
-            "step, the Bios 740 GAN lecture 'GAN Algorithms'): optim.n_critic >= 1, tricks.d_every=1, no "
+            "step, the BIOS 740 GAN lecture 'GAN Algorithms'): optim.n_critic >= 1, tricks.d_every=1, no "
             "tricks.freeze_d_when_acc_above"),
-            "two time-scale update rule, a faster D (the Bios 740 GAN lecture 'TTUR'): optim.lr_d > optim.lr_g",
-            ("diversity pressure on G (the Bios 740 GAN lecture 'Mode Collapse'): "
+            "two time-scale update rule, a faster D (the BIOS 740 GAN lecture 'TTUR'): optim.lr_d > optim.lr_g",
+            ("diversity pressure on G (the BIOS 740 GAN lecture 'Mode Collapse'): "
             "tricks.minibatch_discrimination=5 or tricks.feature_matching=true"),
-            "unrolled GAN so G anticipates D's response (the Bios 740 GAN lecture): gankit train unrolled",
+            "unrolled GAN so G anticipates D's response (the BIOS 740 GAN lecture): gankit train unrolled",
         ],
         "seed_ref": "Bénédict's GAN survey 'The Original Generative Adversarial Network', challenge 1 (Helvetica "
-                    "scenario, after Goodfellow et al. 2014); the Bios 740 GAN lecture 'Alternating Training'",
+                    "scenario, after Goodfellow et al. 2014); the BIOS 740 GAN lecture 'Alternating Training'",
     },
     "oscillation": {
         "title": "oscillation / non-convergence",
         "explanation": (
-            "The losses cycle instead of settling and the sample metrics do not improve. The Bios 740 GAN lecture "
+            "The losses cycle instead of settling and the sample metrics do not improve. The BIOS 740 GAN lecture "
             "('Challenges in GAN Training'): 'Non-Convergence: The model oscillates instead of "
-            "converging.' Wenzel's GAN chapter Box 4 ('Feature matching'): 'neither discriminator nor "
+            "converging.' Wenzel (2023) Box 4 ('Feature matching'): 'neither discriminator nor "
             "generator converge. They play their cat and mouse game too effectively. The "
             "generator produces a good image, but the discriminator learns to figure it out, and "
-            "the generator shifts to another good image, and so on.' The GAN-problems chapter §3.3: the "
+            "the generator shifts to another good image, and so on.' Cohen & Giryes (2022) §3.3: the "
             "parameters 'fluctuate' and the loss 'fluctuates during the entire training' without "
             "correlating with image quality; Bénédict's GAN survey (challenge 3): gradient descent only "
             "roughly approximates the Nash equilibrium of the game."),
         "remedies": [
             "feature matching (Box 4): tricks.feature_matching=true",
             ("Adam beta1 = 0.5 ('standard settings beta1 = 0.9 can lead to oscillations', the "
-            "Bios 740 GAN lecture) and lower learning rates / TTUR: optim.betas_g=[0.5,0.999], optim.lr_g < optim.lr_d"),
-            ("an exponential moving average of G's weights 'to avoid forgetting' (Wenzel's GAN chapter "
+            "BIOS 740 GAN lecture) and lower learning rates / TTUR: optim.betas_g=[0.5,0.999], optim.lr_g < optim.lr_d"),
+            ("an exponential moving average of G's weights 'to avoid forgetting' (Wenzel (2023) "
             "§3.5): train.ema=true (sample from G_ema)"),
-            ("consensus optimisation or a gradient penalty (the Bios 740 GAN lecture convergence figures): "
+            ("consensus optimisation or a gradient penalty (the BIOS 740 GAN lecture convergence figures): "
             "tricks.consensus=10, loss.gp=r1, gankit train wgan-gp"),
-            "judge by metrics, not losses (the Bios 740 GAN lecture #7 'Track GAN metrics'): train.eval_every",
+            "judge by metrics, not losses (the BIOS 740 GAN lecture #7 'Track GAN metrics'): train.eval_every",
         ],
-        "seed_ref": "the Bios 740 GAN lecture 'Challenges in GAN Training' (Non-Convergence) and 'Hyperparameter "
-                    "Sensitivity' 2; Wenzel's GAN chapter §3.5 Box 4 'Feature matching'; the GAN-problems chapter §3.3; "
+        "seed_ref": "the BIOS 740 GAN lecture 'Challenges in GAN Training' (Non-Convergence) and 'Hyperparameter "
+                    "Sensitivity' 2; Wenzel (2023) §3.5 Box 4 'Feature matching'; Cohen & Giryes (2022) §3.3; "
                     "Bénédict's GAN survey challenge 3",
     },
     "memorisation": {
@@ -309,18 +309,18 @@ KNOWLEDGE: dict[str, dict[str, Any]] = {
         "explanation": (
             "Generated samples lie closer to the training images than held-out real images do: "
             "the generator reproduces its training data (data copying, Meehan et al. 2020; "
-            "gankit.metrics.memorization). The Bios 740 GAN lecture ('Hyperparameter Sensitivity' #9, #6) warns "
+            "gankit.metrics.memorization). The BIOS 740 GAN lecture ('Hyperparameter Sensitivity' #9, #6) warns "
             "that the discriminator can memorise the training data and recommends augmentation "
             "and dropout against it; a D that memorises pulls G towards the training points."),
         "remedies": [
             ("data augmentation for D 'prevents the discriminator from memorizing training data' "
-            "(the Bios 740 GAN lecture #9): tricks.diffaugment=color,translation,cutout"),
-            "dropout in D 'helps prevent overfitting' (the Bios 740 GAN lecture #6): tricks.d_dropout=0.3",
-            ("early stopping at the best evaluated weights (the Bios 740 GAN lecture #7 'Avoid overtraining'): "
+            "(the BIOS 740 GAN lecture #9): tricks.diffaugment=color,translation,cutout"),
+            "dropout in D 'helps prevent overfitting' (the BIOS 740 GAN lecture #6): tricks.d_dropout=0.3",
+            ("early stopping at the best evaluated weights (the BIOS 740 GAN lecture #7 'Avoid overtraining'): "
             "train.eval_every with best/ "),
             "more training data",
         ],
-        "seed_ref": "the Bios 740 GAN lecture 'Hyperparameter Sensitivity' #6, #7, #9; gankit.metrics.memorization "
+        "seed_ref": "the BIOS 740 GAN lecture 'Hyperparameter Sensitivity' #6, #7, #9; gankit.metrics.memorization "
                     "(Meehan et al. 2020)",
     },
 }
@@ -430,7 +430,7 @@ def _d_probs(rec: dict[str, Any], info: RunInfo) -> tuple[float | None, float | 
 
 def vanishing_gradients(w: Window, info: RunInfo) -> Diagnosis | None:
     """D near-perfect for ``D_PERFECT_RECORDS`` log records; G's gradient collapsed, or the loss
-    is the saturating minimax one (whose gradient is D(G(z)) itself, Wenzel's GAN chapter §3.4)."""
+    is the saturating minimax one (whose gradient is D(G(z)) itself, Wenzel (2023) §3.4)."""
     recs = [r for r in w.logs if "D/acc" in r][-D_PERFECT_RECORDS:]
     if len(recs) < D_PERFECT_RECORDS:
         return None
@@ -654,7 +654,7 @@ def _metric_progress(w: Window, since_step: int) -> tuple[str | None, bool | Non
 def oscillation(w: Window, info: RunInfo) -> Diagnosis | None:
     """loss/G or loss/D cycling over the last ``OSC_WINDOW`` log records (see :func:`cycling`),
     warning when no metric improved over the window (info when one did: cycling losses with
-    improving samples are common, the GAN-problems chapter §3.3 finds the loss uncorrelated with quality)."""
+    improving samples are common, Cohen & Giryes (2022) §3.3 finds the loss uncorrelated with quality)."""
     recs = [r for r in w.logs if finite(r.get("loss/G")) and finite(r.get("loss/D"))][-OSC_WINDOW:]
     if len(recs) < OSC_MIN:
         return None

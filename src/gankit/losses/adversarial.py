@@ -51,7 +51,7 @@ _register(AdversarialLoss(
     # min_G E log(1 - D(G(z))) = -softplus(l_fake): saturates when D confidently rejects fakes
     lambda d_fake: -F.softplus(d_fake).mean(),
     True,
-    "original minimax (saturating) loss, Goodfellow et al. 2014 eq. 1; Wenzel's GAN chapter §3.3",
+    "original minimax (saturating) loss, Goodfellow et al. 2014 eq. 1; Wenzel (2023) §3.3",
 ))
 
 _register(AdversarialLoss(
@@ -60,7 +60,7 @@ _register(AdversarialLoss(
     # max_G E log D(G(z)): same fixed point, strong gradients early (Goodfellow et al. 2014 §3)
     lambda d_fake: F.softplus(-d_fake).mean(),
     True,
-    "non-saturating generator loss -log D(G(z)), Goodfellow et al. 2014 §3; Wenzel's GAN chapter §3.4",
+    "non-saturating generator loss -log D(G(z)), Goodfellow et al. 2014 §3; Wenzel (2023) §3.4",
 ))
 
 _register(AdversarialLoss(
@@ -77,7 +77,7 @@ _register(AdversarialLoss(
     lambda d_real, d_fake: d_fake.mean() - d_real.mean(),
     lambda d_fake: -d_fake.mean(),
     False,
-    "Wasserstein critic loss (needs clipping or a gradient penalty), Arjovsky et al. 2017; Wenzel's GAN chapter §3.6",
+    "Wasserstein critic loss (needs clipping or a gradient penalty), Arjovsky et al. 2017; Wenzel (2023) §3.6",
 ))
 
 _register(AdversarialLoss(

@@ -131,7 +131,7 @@ def _make(div: FDivergence) -> AdversarialLoss:
 
     return AdversarialLoss(
         f"fgan-{div.name}", d_loss, g_loss, div.name == "js",
-        f"f-GAN {div.title}, Nowozin et al. 2016 Tables 1-2; the Bios 740 GAN lecture f-divergence slides",
+        f"f-GAN {div.title}, Nowozin et al. 2016 Tables 1-2; the BIOS 740 GAN lecture f-divergence slides",
     )
 
 

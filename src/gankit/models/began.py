@@ -127,7 +127,7 @@ class BEGANDecoder(nn.Module):
                                               if m is not None))
 
     def forward(self, h: Tensor) -> Tensor:
-        x = self.fc(h).view(len(h), self.width, self.s0, self.s0)  # [N, n, s0, s0]
+        x = self.fc(h).view(-1, self.width, self.s0, self.s0)  # [N, n, s0, s0]
         return self.body(x)  # [N, C, R, R]
 
 

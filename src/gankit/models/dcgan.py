@@ -52,7 +52,7 @@ class DCGenerator(nn.Module):
     def forward(self, z: Tensor, c: Tensor | None = None) -> Tensor:
         if self.n_classes:
             z = torch.cat([z, nn.functional.one_hot(c, self.n_classes).to(z.dtype)], 1)
-        h = self.project(z).view(len(z), self.c0, self.s0, self.s0)  # [N, C0, s0, s0]
+        h = self.project(z).view(-1, self.c0, self.s0, self.s0)  # [N, C0, s0, s0]
         return self.ups(torch.relu(self.bn0(h)))
 
 

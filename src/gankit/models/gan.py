@@ -48,7 +48,7 @@ class MLPGenerator(nn.Module):
     def forward(self, z: Tensor, c: Tensor | None = None) -> Tensor:
         if self.n_classes:
             z = torch.cat([z, nn.functional.one_hot(c, self.n_classes).to(z.dtype)], 1)
-        return self.out(self.net(z)).view(len(z), *self.shape)
+        return self.out(self.net(z)).view(-1, *self.shape)
 
 
 class MLPDiscriminator(nn.Module):

@@ -144,7 +144,7 @@ class ResNetGenerator(nn.Module):
         self.out = _init(nn.Conv2d(width, channels, 3, 1, 1), 1.0)
 
     def forward(self, z: Tensor) -> Tensor:
-        h = self.project(z).view(len(z), self.width, self.s0, self.s0)  # [N, W, s0, s0]
+        h = self.project(z).view(-1, self.width, self.s0, self.s0)  # [N, W, s0, s0]
         h = self.blocks(h)  # [N, W, R, R]
         return self.out(F.relu(self.bn(h))).tanh()
 

@@ -145,7 +145,7 @@ class Decoder(nn.Module):
             self.log_sigma = nn.Parameter(torch.zeros(self.shape if sigma == "pixel" else (1,)))
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.body(z).reshape(len(z), *self.shape)
+        return self.body(z).reshape(-1, *self.shape)
 
 
 class ConvDecoderBody(nn.Module):
@@ -167,7 +167,7 @@ class ConvDecoderBody(nn.Module):
         self.ups = nn.Sequential(*ups)
 
     def forward(self, z: Tensor) -> Tensor:
-        h = torch.relu(self.project(z)).view(len(z), self.c0, self.s0, self.s0)  # [N, C0, s0, s0]
+        h = torch.relu(self.project(z)).view(-1, self.c0, self.s0, self.s0)  # [N, C0, s0, s0]
         return self.ups(h)
 
 

@@ -227,7 +227,7 @@ def gan_vs_wgan_experiment() -> Outcome:
             f"{float(g_ns.mean()):.2f}, which is why it replaced log(1 - D) in practice.)"
         ),
         reference=(
-            "The GAN-problems chapter §5.1 and Fig. 15 (from Arjovsky et al. 2017, Fig. 2); Wenzel's GAN chapter §3.4; "
+            "Cohen & Giryes (2022) §5.1 and Fig. 15 (from Arjovsky et al. 2017, Fig. 2); Wenzel (2023) §3.4; "
             "Gulrajani et al. 2017 (gradient penalty)."
         ),
         assumptions=[
@@ -372,7 +372,7 @@ def optimal_discriminator_experiment() -> Outcome:
             "(Eq. 7): at the optimal discriminator the GAN objective measures JS divergence."
         ),
         reference=(
-            "Wenzel's GAN chapter §3.4 Eq. 6 and Eq. 7; the GAN-problems chapter §3.2 Eq. (3)-(7); Goodfellow "
+            "Wenzel (2023) §3.4 Eq. 6 and Eq. 7; Cohen & Giryes (2022) §3.2 Eq. (3)-(7); Goodfellow "
             "et al. 2014 Prop. 1 and Thm. 1."
         ),
         assumptions=[

@@ -116,8 +116,8 @@ def js_saturation_experiment() -> Outcome:
             f"grows linearly, so it still says how far apart the distributions are."
         ),
         reference=(
-            "The GAN-problems chapter §3.2 Eq. (6)-(7) and Fig. 3 (JS between a zero-mean Gaussian p_r and a "
-            "Gaussian whose mean ranges from 0 to 80; gradient vanishes after ~30); Wenzel's GAN chapter "
+            "Cohen & Giryes (2022) §3.2 Eq. (6)-(7) and Fig. 3 (JS between a zero-mean Gaussian p_r and a "
+            "Gaussian whose mean ranges from 0 to 80; gradient vanishes after ~30); Wenzel (2023) "
             "§3.2.3 (JS 'evaluates to constant log 2' for non-overlapping P and Q); Arjovsky et al. "
             "2017 §2 (W1 continuous where JS is not)."
         ),

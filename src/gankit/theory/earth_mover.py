@@ -149,7 +149,7 @@ def earth_mover_experiment() -> Outcome:
             f"shovelful, x {total:g} shovelfuls = {dw_scipy:.9g}."
         ),
         reference=(
-            "Wenzel's GAN chapter §3.6.1 'The Wasserstein (Earth Mover) Distance', Figure 15 "
+            "Wenzel (2023) §3.6.1 'The Wasserstein (Earth Mover) Distance', Figure 15 "
             "and Eq. 8; Arjovsky et al. 2017 Eq. 1."
         ),
         assumptions=[

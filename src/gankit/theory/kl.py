@@ -154,7 +154,7 @@ def kl_discrete_experiment() -> Outcome:
             box["forward_log10"], box["reverse_log10"], box["forward_nats"], box["reverse_nats"]
         ),
         reference=(
-            "Wenzel's GAN chapter §3.2.2 Box 3 and Eq. 2; §3.2.3 'Optimizing the KL Divergence' "
+            "Wenzel (2023) §3.2.2 Box 3 and Eq. 2; §3.2.3 'Optimizing the KL Divergence' "
             "and Figure 12 ('Forward KL tends to overestimate the target distribution ... reverse "
             "KL tends to underestimate the target distribution, for example by dropping some of "
             "its modes')."
@@ -304,9 +304,9 @@ def kl_gaussian_experiment() -> Outcome:
             f"minimal KL(q||p) = {rval:.3f} nats."
         ),
         reference=(
-            "Wenzel's GAN chapter §3.2.3, Figure 12 (mean-seeking forward KL, mode-seeking "
+            "Wenzel (2023) §3.2.3, Figure 12 (mean-seeking forward KL, mode-seeking "
             "reverse KL: 'the minimization will focus on the largest mode of the unknown P'); "
-            "the GAN-problems chapter §3.2, Fig. 4 (q 'averages all of p modes' vs 'chooses a single mode')."
+            "Cohen & Giryes (2022) §3.2, Fig. 4 (q 'averages all of p modes' vs 'chooses a single mode')."
         ),
         assumptions=[
             "Mixture 0.35 N(-3, 1) + 0.65 N(3, 1) is ours (the seeds' figures give no numbers).",

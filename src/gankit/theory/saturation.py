@@ -109,7 +109,7 @@ def saturating_gradients_experiment() -> Outcome:
             "the same fixed point (D = 1/2 at equilibrium, where their gradients are equal)."
         ),
         reference=(
-            "Wenzel's GAN chapter §3.4 'Why early GANs were hard to train'; the GAN-problems chapter §3.2; "
+            "Wenzel (2023) §3.4 'Why early GANs were hard to train'; Cohen & Giryes (2022) §3.2; "
             "Goodfellow et al. 2014 §3 (maximise log D(G(z)) instead of minimising "
             "log(1 - D(G(z))))."
         ),
