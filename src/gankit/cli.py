@@ -36,10 +36,13 @@ def cli() -> None:
 @click.option("--eval-every", type=int, default=None, help="Evaluate every N steps (train.eval_every); best weights kept in best/.")
 @click.option("--init-from", "init_from", type=click.Path(path_type=Path), default=None,
               help="Start from another run's networks (train.init_from); freeze some with --set train.freeze=[G].")
+@click.option("--image-size", type=int, default=None,
+              help="Resize images to N x N (data.image_size; default: chosen from the data).")
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
 def train(model: str, data: str | None, steps: int | None, batch_size: int | None,
           seed: int | None, out: Path | None, config: Path | None, sets: tuple[str, ...],
-          eval_every: int | None, init_from: Path | None, progress: bool) -> None:
+          eval_every: int | None, init_from: Path | None, image_size: int | None,
+          progress: bool) -> None:
     """Train MODEL (see `gankit models`) on --data."""
     from .api import train as api_train
     from .config import load_config_file
@@ -48,6 +51,7 @@ def train(model: str, data: str | None, steps: int | None, batch_size: int | Non
     if data is None:
         data = ((cfg_layer or {}).get("data") or {}).get("name") or "mnist5k"
     over = list(sets) + ([f"train.eval_every={eval_every}"] if eval_every is not None else [])
+    over += [f"data.image_size={image_size}"] if image_size is not None else []
     with _interruptible():
         run = api_train(model, data, steps=steps, batch_size=batch_size, seed=seed, out=out,
                         config=cfg_layer, overrides=over, progress=progress,
@@ -81,13 +85,15 @@ def _done(run) -> None:
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--steps", type=int, default=None, help="New total number of steps.")
+@click.option("--data", "data", default=None,
+              help="The run's data at a new place (same shape); recorded for later resumes.")
 @click.option("--progress/--no-progress", default=True)
-def resume(run_dir: Path, steps: int | None, progress: bool) -> None:
+def resume(run_dir: Path, steps: int | None, data: str | None, progress: bool) -> None:
     """Continue RUN_DIR from its latest checkpoint (bit-identical on CPU)."""
     from .api import resume as api_resume
 
     with _interruptible():
-        run = api_resume(run_dir, steps=steps, progress=progress)
+        run = api_resume(run_dir, steps=steps, progress=progress, data=data)
     _done(run)
 
 
@@ -355,6 +361,10 @@ def main(argv: list[str] | None = None) -> None:
                    err=True)
         sys.exit(130)
 
+
+from .commands_data import register as _reg_data
+
+_reg_data(cli)
 
 if __name__ == "__main__":
     main()
