@@ -228,7 +228,7 @@ def build_model(cfg: Config, info: dict[str, Any]) -> ModelFamily:
     family = get_family(cfg.model["name"])
     if info.get("is_image") and len(info.get("shape", ())) == 3:
         family.valid_image_sizes(cfg).check(tuple(info["shape"][1:]), cfg.model["name"],
-                                            what=f"the image size of '{info.get('name')}'")
+                                            what=f"the images of '{info.get('name')}'")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
         return family(cfg, info)

@@ -26,7 +26,7 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("model")
-@click.option("--data", "data", default=None, help="Built-in name (gankit datasets), image folder or .npy/.npz.")
+@click.option("--data", "data", default=None, help="Built-in name (gankit datasets), image folder or .zip, prepared folder (gankit prepare), or .npy/.npz.")
 @click.option("--steps", type=int, default=None, help="Generator steps (train.steps).")
 @click.option("--batch-size", type=int, default=None, help="Global batch size (train.batch_size).")
 @click.option("--seed", type=int, default=None, help="The one seed that drives the run (train.seed).")
@@ -183,7 +183,8 @@ def datasets() -> None:
     for e in DATASETS:
         t.add_row(e.name, e.meta.get("kind", ""), e.description)
     _console().print(t)
-    _console().print("Also: a folder of images (class sub-folders become labels); paired:DIR "
+    _console().print("Also: a folder of images or a .zip of one (class sub-folders become "
+                     "labels); a folder written by gankit prepare (uint8 shards); paired:DIR "
                      "(DIR/A and DIR/B with matching names, or side-by-side A|B images); "
                      "unpaired:DIR (DIR/A and DIR/B); a .npy/.npz file.")
 
@@ -284,8 +285,9 @@ def eval_cmd(run_dir: Path | None, metrics: str | None, n: int, features: str | 
 
         r = load_data(real, image_size=image_size)
         f = load_data(fake, image_size=image_size)
-        rx = r.x if n >= len(r) else r.x[torch_perm(len(r), n, seed)]
-        fx = f.x if n >= len(f) else f.x[torch_perm(len(f), n, seed)]
+        from .metrics.evaluate import _subsample  # reads only those rows of a streamed set
+
+        rx, fx = _subsample(r.x, n, seed), _subsample(f.x, n, seed)
         res = evaluate_sets(rx, fx, metrics=_parse_list(metrics), features=features,
                             feature_options=opts, dataset=r.name, info=r.info, seed=seed)
         res["protocol"] |= {"real": real, "fake": fake}
@@ -294,12 +296,6 @@ def eval_cmd(run_dir: Path | None, metrics: str | None, n: int, features: str | 
         dest.write_text(json.dumps(res, indent=2) + "\n")
     _print_eval(res)
     _console().print(f"wrote {dest}")
-
-
-def torch_perm(n: int, k: int, seed: int):
-    import torch
-
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k]
 
 
 def _print_eval(res: dict) -> None:

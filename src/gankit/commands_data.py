@@ -51,7 +51,7 @@ def prepare_images(src: Path, out: Path, size: int | None = None, channels: int 
 
     return write_prepared(out, batches(), size=size, channels=c,
                           classes=classes if labels is not None else None,
-                          source=str(src.resolve()), total=len(files))
+                          source=str(src.resolve()))
 
 
 @click.command()

@@ -134,8 +134,11 @@ def validate_tensors(name: str, x: torch.Tensor, y: torch.Tensor | None, num_cla
         raise DataError(f"{name}: the dataset is empty")
     if not torch.is_floating_point(x):
         raise DataError(f"{name}: data must be floating point, got {x.dtype}")
-    if not torch.isfinite(x).all():
-        bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+    # In chunks of rows: isfinite builds temporaries as large as its input (3x a big dataset).
+    chunk = max(1, (64 << 20) // max(1, x[0].numel() * 4))
+    if not all(bool(torch.isfinite(x[i:i + chunk]).all()) for i in range(0, len(x), chunk)):
+        bad = sum(int((~torch.isfinite(x[i:i + chunk])).flatten(1).any(1).sum())
+                  for i in range(0, len(x), chunk))
         raise DataError(f"{name}: {bad} sample(s) contain NaN or Inf values")
     if x.dim() == 4 and (x.min() < -1.0 - 1e-4 or x.max() > 1.0 + 1e-4):
         raise DataError(f"{name}: images must be scaled to [-1, 1], got [{x.min():.3g}, {x.max():.3g}]")

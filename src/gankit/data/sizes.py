@@ -72,16 +72,18 @@ class ImageSizes:
         nice = [n for n in cands if self.preferred(n)] or cands
         return sorted(sorted(nice, key=lambda n: (abs(n - near), n))[:k])
 
-    def check(self, size: int | tuple[int, int], model: str, what: str = "data.image_size"
-              ) -> None:
-        """Raise a one-line :class:`ConfigError` unless ``size`` (or ``(h, w)``) is accepted."""
+    def check(self, size: int | tuple[int, int], model: str, what: str | None = None) -> None:
+        """Raise a one-line :class:`ConfigError` unless ``size`` (or ``(h, w)``) is accepted.
+
+        ``what`` names the images (e.g. ``the images of 'faces'``); default: the asked-for
+        ``data.image_size``."""
         h, w = (size, size) if isinstance(size, int) else size
         if self.fits(h, w):
             return
-        shown = f"{h}" if h == w else f"{h}x{w}"
+        head = f"data.image_size={h} does not fit {model}" if what is None else \
+            f"{what} ({h}x{w}) do not fit {model}"
         hint = " or ".join(str(n) for n in self.examples(max(h, w)))
-        raise ConfigError(f"{what}={shown} does not fit {model}: its networks take {self.text}; "
-                          f"use --image-size {hint}")
+        raise ConfigError(f"{head}: its networks take {self.text}; use --image-size {hint}")
 
 
 ANY_SIZE = ImageSizes(lambda n: n >= 1, "images of any size", lambda n: True, square=False)

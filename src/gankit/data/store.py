@@ -237,8 +237,8 @@ def read_meta(folder: Path) -> dict[str, Any]:
 
 
 def write_prepared(out: Path, batches: Iterable[tuple[np.ndarray, np.ndarray | None]], *,
-                   size: int, channels: int, classes: list[str] | None, source: str,
-                   total: int | None = None) -> dict[str, Any]:
+                   size: int, channels: int, classes: list[str] | None, source: str
+                   ) -> dict[str, Any]:
     """Write uint8 image batches ``[b, C, H, W]`` (with int64 labels or ``None``) as a prepared
     folder ``out``; returns its meta. ``meta.json`` is written last, so an interrupted prepare
     never looks complete."""

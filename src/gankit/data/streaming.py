@@ -129,7 +129,7 @@ def load_prepared(path: Path, *, image_size: int | None, channels: int | None,
         raise ConfigError(f"{path} was prepared with {c} channel(s), not data.channels="
                           f"{channels}; prepare again with --channels {channels}")
     if sizes is not None and not sizes.fits(size, size):
-        sizes.check(size, model, what=f"the prepared size of {path}")
+        sizes.check(size, model, what=f"the images prepared in {path}")
     classes = meta.get("classes") or []
     decoded = len(store) * c * size * size * 4
     info: dict[str, Any] = {"path": str(path), "files": len(store), "prepared": True,
