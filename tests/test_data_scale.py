@@ -158,8 +158,22 @@ def test_zip_reads_as_the_folder(folder, tmp_path):
     assert isinstance(s.x, ImageStore) and len(s) == len(a)
     rows = torch.arange(100, 200)  # dogs: RGB and grey 8-bit files
     assert torch.equal(s.x[rows], a.x[rows])
-    out = tmp_path / "run"
-    assert cli("train", "dcgan", "--data", z, "--steps", 2, *QUICK, "--out", out) == 0
+    out = tmp_path / "run"  # streamed from the zip by a worker process
+    assert cli("train", "dcgan", "--data", z, "--steps", 2, *QUICK, "--out", out,
+               "--set", "data.stream=true", "--set", "data.workers=1") == 0
+    assert json.loads((out / "run.json").read_text())["data_info"]["stream"] is True
+
+
+def test_auto_streams_by_decoded_size(folder, monkeypatch):
+    import gankit.data
+
+    small = load_data(str(folder), image_size=16)  # 200 x 3 x 16 x 16 float32: 600 KiB
+    assert not isinstance(small.x, ImageStore) and small.info["stream"] is False
+    assert small.info["decoded_bytes"] == 200 * 3 * 16 * 16 * 4
+    monkeypatch.setattr(gankit.data, "STREAM_THRESHOLD", 500 << 10)
+    big = load_data(str(folder), image_size=16)
+    assert isinstance(big.x, ImageStore) and big.describe()["stream"] is True
+    assert load_data(str(folder), image_size=16, stream=False).info["stream"] is False
 
 
 # -- 2. data at scale ----------------------------------------------------------------------------
@@ -192,13 +206,15 @@ def test_prepare_round_trip(folder, tmp_path):
     assert cli("train", "dcgan", "--data", out, "--steps", 2, *QUICK, "--out", run) == 0
 
 
-def test_streamed_training_equals_in_memory(folder, tmp_path):
+@pytest.mark.parametrize("model, cases", [("dcgan", ((False, 0), (True, 0), (True, 2))),
+                                          ("sgan", ((False, 0), (True, 0)))])  # + labelled rows
+def test_streamed_training_equals_in_memory(folder, tmp_path, model, cases):
     prep = tmp_path / "prep"
     prepare_images(folder, prep, size=16)
     over = {"model.width": 8, "train.sample_every": 1000, "train.batch_size": 16}
-    runs = [gankit.train("dcgan", str(prep), steps=6, save=False, progress=False,
+    runs = [gankit.train(model, str(prep), steps=6, save=False, progress=False,
                          overrides={**over, "data.stream": s, "data.workers": w})
-            for s, w in ((False, 0), (True, 0), (True, 2))]
+            for s, w in cases]
     assert not isinstance(runs[0].data.x, ImageStore)
     for run in runs[1:]:
         assert isinstance(run.data.x, ImageStore)

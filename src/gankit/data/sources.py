@@ -114,10 +114,7 @@ class Source:
     def tensors(self, stream: int = 0) -> dict[str, Tensor]:
         """The whole tensors of a stream (e.g. SGAN's labelled subset indexes them)."""
         s = self.streams[stream]
-        if not isinstance(s, Stream):
-            raise ConfigError("this model reads the whole training set, but the data is "
-                              "streamed; set data.stream=false (--set data.stream=false)")
-        return s.fields
+        return s.fields if isinstance(s, Stream) else s.tensors()  # streamed: rows on demand
 
     def state_dict(self) -> dict[str, Any]:
         return {s.name: s.state_dict() for s in self.streams}

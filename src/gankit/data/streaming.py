@@ -129,7 +129,9 @@ def load_prepared(path: Path, *, image_size: int | None, channels: int | None,
         raise ConfigError(f"{path} was prepared with {c} channel(s), not data.channels="
                           f"{channels}; prepare again with --channels {channels}")
     if sizes is not None and not sizes.fits(size, size):
-        sizes.check(size, model, what=f"the images prepared in {path}")
+        hint = " or ".join(str(k) for k in sizes.examples(size))
+        raise ConfigError(f"{path} was prepared at {size} px, which {model} cannot take (its "
+                          f"networks take {sizes.text}); prepare again with --size {hint}")
     classes = meta.get("classes") or []
     decoded = len(store) * c * size * size * 4
     info: dict[str, Any] = {"path": str(path), "files": len(store), "prepared": True,
@@ -209,6 +211,23 @@ class _Sampler(torch.utils.data.Sampler):
             yield self.order.next()
 
 
+class OnDevice:
+    """An :class:`ImageStore` seen from ``device``: ``x[idx]`` reads those rows (float [-1, 1])
+    and moves them there."""
+
+    def __init__(self, store: ImageStore, device: torch.device) -> None:
+        self.store, self.device, self.shape = store, device, store.shape
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def dim(self) -> int:
+        return 4
+
+    def __getitem__(self, key: Any) -> Tensor:
+        return self.store[key].to(self.device)
+
+
 class LoaderStream:
     """A :class:`~gankit.data.sources.Stream` over an :class:`ImageStore`: the same
     ``next()``/``state_dict()`` interface, batches read by a DataLoader (``store.workers``
@@ -250,6 +269,12 @@ class LoaderStream:
         if "y" in b:
             out["y"] = b["y"].to(self.device, non_blocking=True)
         return out
+
+    def tensors(self) -> dict[str, Any]:
+        """The whole training set as :meth:`Source.tensors` gives it: ``x`` reads the rows it
+        is indexed with (SGAN's labelled subset) and moves them to the device."""
+        y = {"y": self.y.to(self.device)} if self.y is not None else {}
+        return {"x": OnDevice(self.store, self.device), **y}
 
     def state_dict(self) -> dict[str, Any]:
         return self.order.state_dict()
