@@ -166,7 +166,7 @@ def test_bad_resolution_is_refused_before_training(size, n_layers, lo, want, tmp
         train(Dataset("odd", b, a=a, pairing="paired"), tmp_path / "r",
               **{"model.n_layers": n_layers})
     msg = str(e.value)
-    assert f"at least {lo}" in msg and f"--set data.image_size={want}" in msg
+    assert f"power of two >= {lo}" in msg and "--image-size" in msg and str(want) in msg
     assert not (tmp_path / "r").exists()
 
 

@@ -196,15 +196,47 @@ def _fit(trainer: Trainer, run_dir: Path | None, steps: int | None) -> None:
         rd.write_status("finished", step=trainer.step)  # type: ignore[union-attr]
 
 
-def _load_data(cfg: Config) -> Dataset:
-    return load_data(cfg.data.name, image_size=cfg.data.image_size, channels=cfg.data.channels,
-                     seed=cfg.train.seed)
+def _load_data(cfg: Config, announce: bool = False) -> Dataset:
+    """The data of ``cfg``, at an image size the model takes: an explicit ``data.image_size``
+    is checked before anything is read; without one, a size is chosen from the data and
+    recorded in ``cfg.data.image_size`` (and so in the run's config)."""
+    name = cfg.model["name"]
+    sizes = get_family(name).valid_image_sizes(cfg)
+    if cfg.data.image_size is not None:
+        sizes.check(cfg.data.image_size, name)
+    ds = load_data(cfg.data.name, image_size=cfg.data.image_size, channels=cfg.data.channels,
+                   seed=cfg.train.seed, sizes=sizes, model=name, stream=cfg.data.stream,
+                   workers=cfg.data.workers)
+    if cfg.data.image_size is None and "image_size_note" in ds.info:
+        cfg.data.image_size = ds.resolution
+        if announce:
+            import click
+
+            click.echo(f"data: {ds.name}, {ds.info['image_size_note']}", err=True)
+    return ds
+
+
+def absolute_data(spec: str) -> str:
+    """``spec`` with a path made absolute (``paired:``/``unpaired:`` prefixes kept), so the
+    run can be resumed from any working directory; a built-in name is returned as it is."""
+    prefix, _, rest = spec.partition(":") if spec.startswith(("paired:", "unpaired:")) \
+        else ("", "", spec)
+    from .data import DATASETS
+
+    path = Path(rest).expanduser()
+    if spec in DATASETS or not path.exists():
+        return spec
+    return f"{prefix}:{path.resolve()}" if prefix else str(path.resolve())
 
 
 def build_model(cfg: Config, info: dict[str, Any]) -> ModelFamily:
     """The family of ``cfg`` for data ``info``, its networks initialised from ``train.seed``
-    (on a forked RNG: the caller's global generator is not reseeded)."""
+    (on a forked RNG: the caller's global generator is not reseeded). Images of a size the
+    family's networks do not take are refused first, in one line naming the sizes that fit."""
     family = get_family(cfg.model["name"])
+    if info.get("is_image") and len(info.get("shape", ())) == 3:
+        family.valid_image_sizes(cfg).check(tuple(info["shape"][1:]), cfg.model["name"],
+                                            what=f"the images of '{info.get('name')}'")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
         return family(cfg, info)
@@ -281,7 +313,9 @@ def train(model: str | ModelFamily = "dcgan", data: str | Dataset = "mnist5k", *
             raise ConfigError(f"train.init_from: {cfg.train.init_from} is not a gankit run "
                               f"directory")
         cfg.train.init_from = str(src)  # recorded absolute: the run can be rebuilt from anywhere
-    ds = data if isinstance(data, Dataset) else _load_data(cfg)
+    if isinstance(data, str):
+        cfg.data.name = absolute_data(cfg.data.name)  # recorded absolute, like init_from
+    ds = data if isinstance(data, Dataset) else _load_data(cfg, announce=True)
     if isinstance(data, Dataset):
         cfg.data.name = data.name
     info = ds.describe()
@@ -325,19 +359,24 @@ def _read_config(run_dir: Path) -> tuple[Config, dict[str, Any]]:
 
 
 def resume(run_dir: str | Path, *, steps: int | None = None, progress: bool = True,
-           callbacks: list[Callback] | None = None) -> Run:
+           callbacks: list[Callback] | None = None, data: str | None = None) -> Run:
     """Continue a run from its latest checkpoint; with the same seed the result is bit-identical
-    (on CPU) to a run that was never interrupted. ``steps`` raises the total."""
+    (on CPU) to a run that was never interrupted. ``steps`` raises the total; ``data`` gives
+    the run's data at a new place (it must have the run's shape; it is recorded)."""
     run_dir = Path(run_dir)
     cfg, info = _read_config(run_dir)
     folder = ckpt.latest_checkpoint(run_dir)
     if steps is not None:
         cfg.train.steps = steps
         RunDir(run_dir).write_config(cfg.to_dict())
+    if data is not None:
+        cfg.data.name = absolute_data(data)
     ds = _load_data(cfg)
     if ds.describe()["shape"] != info["shape"]:
         raise CheckpointError(f"the data '{cfg.data.name}' now has shape {ds.describe()['shape']}, "
                               f"the run was trained on {info['shape']}")
+    if data is not None:
+        RunDir(run_dir).write_config(cfg.to_dict())
     fam = build_model(cfg, info)
     dist_info = init_distributed(pick_device(cfg.train.device).type)
     tr = Trainer(cfg, fam, ds, run_dir, [*_callbacks(run_dir, cfg, cfg.train.steps, progress, ds,

@@ -26,7 +26,7 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("model")
-@click.option("--data", "data", default=None, help="Built-in name (gankit datasets), image folder or .npy/.npz.")
+@click.option("--data", "data", default=None, help="Built-in name (gankit datasets), image folder or .zip, prepared folder (gankit prepare), or .npy/.npz.")
 @click.option("--steps", type=int, default=None, help="Generator steps (train.steps).")
 @click.option("--batch-size", type=int, default=None, help="Global batch size (train.batch_size).")
 @click.option("--seed", type=int, default=None, help="The one seed that drives the run (train.seed).")
@@ -36,10 +36,13 @@ def cli() -> None:
 @click.option("--eval-every", type=int, default=None, help="Evaluate every N steps (train.eval_every); best weights kept in best/.")
 @click.option("--init-from", "init_from", type=click.Path(path_type=Path), default=None,
               help="Start from another run's networks (train.init_from); freeze some with --set train.freeze=[G].")
+@click.option("--image-size", type=int, default=None,
+              help="Resize images to N x N (data.image_size; default: chosen from the data).")
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
 def train(model: str, data: str | None, steps: int | None, batch_size: int | None,
           seed: int | None, out: Path | None, config: Path | None, sets: tuple[str, ...],
-          eval_every: int | None, init_from: Path | None, progress: bool) -> None:
+          eval_every: int | None, init_from: Path | None, image_size: int | None,
+          progress: bool) -> None:
     """Train MODEL (see `gankit models`) on --data."""
     from .api import train as api_train
     from .config import load_config_file
@@ -48,6 +51,7 @@ def train(model: str, data: str | None, steps: int | None, batch_size: int | Non
     if data is None:
         data = ((cfg_layer or {}).get("data") or {}).get("name") or "mnist5k"
     over = list(sets) + ([f"train.eval_every={eval_every}"] if eval_every is not None else [])
+    over += [f"data.image_size={image_size}"] if image_size is not None else []
     with _interruptible():
         run = api_train(model, data, steps=steps, batch_size=batch_size, seed=seed, out=out,
                         config=cfg_layer, overrides=over, progress=progress,
@@ -81,13 +85,15 @@ def _done(run) -> None:
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--steps", type=int, default=None, help="New total number of steps.")
+@click.option("--data", "data", default=None,
+              help="The run's data at a new place (same shape); recorded for later resumes.")
 @click.option("--progress/--no-progress", default=True)
-def resume(run_dir: Path, steps: int | None, progress: bool) -> None:
+def resume(run_dir: Path, steps: int | None, data: str | None, progress: bool) -> None:
     """Continue RUN_DIR from its latest checkpoint (bit-identical on CPU)."""
     from .api import resume as api_resume
 
     with _interruptible():
-        run = api_resume(run_dir, steps=steps, progress=progress)
+        run = api_resume(run_dir, steps=steps, progress=progress, data=data)
     _done(run)
 
 
@@ -210,7 +216,8 @@ def datasets(name: str | None, to: Path | None, n: int | None, split: str) -> No
     for e in DATASETS:
         t.add_row(e.name, e.meta.get("kind", ""), e.description)
     _console().print(t)
-    _console().print("Also: a folder of images (class sub-folders become labels); paired:DIR "
+    _console().print("Also: a folder of images or a .zip of one (class sub-folders become "
+                     "labels); a folder written by gankit prepare (uint8 shards); paired:DIR "
                      "(DIR/A and DIR/B with matching names, or side-by-side A|B images); "
                      "unpaired:DIR (DIR/A and DIR/B); a .npy/.npz file.")
 
@@ -249,7 +256,7 @@ def losses() -> None:
               help="Folder for NAME.png and NAME.json.")
 @click.option("--all", "run_all", is_flag=True, help="Run every experiment.")
 def theory(name: str | None, out: Path, run_all: bool) -> None:
-    """Reproduce a worked argument of the seeds (omit NAME to list them)."""
+    """Reproduce a worked argument of the GAN literature with its numbers and a figure (omit NAME to list them)."""
     from rich.table import Table
 
     from . import theory as lab
@@ -311,8 +318,9 @@ def eval_cmd(run_dir: Path | None, metrics: str | None, n: int, features: str | 
 
         r = load_data(real, image_size=image_size)
         f = load_data(fake, image_size=image_size)
-        rx = r.x if n >= len(r) else r.x[torch_perm(len(r), n, seed)]
-        fx = f.x if n >= len(f) else f.x[torch_perm(len(f), n, seed)]
+        from .metrics.evaluate import _subsample  # reads only those rows of a streamed set
+
+        rx, fx = _subsample(r.x, n, seed), _subsample(f.x, n, seed)
         res = evaluate_sets(rx, fx, metrics=_parse_list(metrics), features=features,
                             feature_options=opts, dataset=r.name, info=r.info, seed=seed)
         res["protocol"] |= {"real": real, "fake": fake}
@@ -321,12 +329,6 @@ def eval_cmd(run_dir: Path | None, metrics: str | None, n: int, features: str | 
         dest.write_text(json.dumps(res, indent=2) + "\n")
     _print_eval(res)
     _console().print(f"wrote {dest}")
-
-
-def torch_perm(n: int, k: int, seed: int):
-    import torch
-
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k]
 
 
 def _print_eval(res: dict) -> None:
@@ -389,9 +391,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
 
 
-from .commands_share import register as _reg_share  # the export command (commands_share)
+# Commands that live in modules of their own, one per area.
+from .commands_data import register as _register_data  # prepare
+from .commands_share import register as _register_share  # export
 
-_reg_share(cli)
+for _register in (_register_data, _register_share):
+    _register(cli)
 
 if __name__ == "__main__":
     main()

@@ -28,8 +28,28 @@ class DataConfig(_Section):
     """Which data and how it is shaped."""
 
     name: str = "mnist5k"
-    image_size: int | None = None  # resize images to image_size x image_size
+    # resize images to image_size x image_size (None: the data's size if the model takes it,
+    # else a default chosen from the data; see gankit.data.sizes)
+    image_size: int | None = None
     channels: Literal[1, 3] | None = None  # force grayscale / RGB
+    # stream folders/zips/prepared sets through a DataLoader instead of decoding them into
+    # memory: auto = when the decoded float32 images exceed gankit.data.STREAM_THRESHOLD
+    stream: Literal["auto"] | bool = "auto"
+    workers: int | None = None  # DataLoader worker processes of a streamed set (None: auto)
+
+    @field_validator("image_size")
+    @classmethod
+    def _size(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("must be a positive number of pixels")
+        return v
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, v: int | None) -> int | None:
+        if v is not None and v < 0:
+            raise ValueError("must be >= 0")
+        return v
 
 
 class LossConfig(_Section):

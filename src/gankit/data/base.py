@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..errors import DataError
+from .store import ImageStore
 
 #: What a dataset holds, as its ``info["kind"]``: single samples (images or points), aligned
 #: pairs ``a[i] -> x[i]`` (pix2pix), or two domains drawn independently (CycleGAN).
@@ -27,6 +28,9 @@ class Dataset:
     ``pairing="unpaired"`` the two domains are independent sets of any sizes (CycleGAN). ``x`` is
     always the target domain, so every metric of generated images compares against ``x``.
 
+    ``x`` may instead be an :class:`~gankit.data.store.ImageStore` (a large folder or prepared
+    set, streamed): indexed like a tensor it returns float32 rows in [-1, 1], read on demand.
+
     ``info`` carries the dataset's metadata (from its registry entry for built-ins, see
     :func:`gankit.data.dataset_meta`): ``kind``, ``classes``, the ``features`` extractor and
     default ``metrics`` that fit it, the doctor's ``probe`` kind, and facts such as the mode
@@ -34,7 +38,7 @@ class Dataset:
     """
 
     name: str
-    x: torch.Tensor
+    x: torch.Tensor | ImageStore  # an ImageStore: streamed, read on demand (data.store)
     y: torch.Tensor | None = None
     num_classes: int = 0
     x_test: torch.Tensor | None = None
@@ -45,7 +49,16 @@ class Dataset:
     pairing: str | None = None  # None, "paired" or "unpaired"
 
     def __post_init__(self) -> None:
-        validate_tensors(self.name, self.x, self.y, self.num_classes)
+        if isinstance(self.x, ImageStore):  # uint8 on disk: valid by construction
+            if self.x_test is not None or self.a is not None:
+                raise DataError(f"{self.name}: a streamed dataset holds one image set")
+            validate_tensors(self.name, self.x[:1], None, 0)
+            if self.y is not None:
+                validate_tensors(self.name, torch.zeros(len(self.y), 1), self.y, self.num_classes)
+                if len(self.y) != len(self.x):
+                    raise DataError(f"{self.name}: {len(self.y)} labels for {len(self.x)} images")
+        else:
+            validate_tensors(self.name, self.x, self.y, self.num_classes)
         if self.x_test is not None:
             validate_tensors(self.name + " (test split)", self.x_test, self.y_test, self.num_classes)
         if self.pairing not in (None, "paired", "unpaired"):
@@ -99,6 +112,11 @@ class Dataset:
             "is_image": self.is_image,
             "kind": self.kind,
         }
+        if self.is_image:
+            d["image_size"] = self.resolution
+            d["stream"] = isinstance(self.x, ImageStore)
+            if "image_size_note" in self.info:
+                d["image_size_note"] = self.info["image_size_note"]
         if self.a is not None:
             d["pairing"] = self.pairing
             d["a_shape"] = list(self.a.shape[1:])
@@ -116,8 +134,11 @@ def validate_tensors(name: str, x: torch.Tensor, y: torch.Tensor | None, num_cla
         raise DataError(f"{name}: the dataset is empty")
     if not torch.is_floating_point(x):
         raise DataError(f"{name}: data must be floating point, got {x.dtype}")
-    if not torch.isfinite(x).all():
-        bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+    # In chunks of rows: isfinite builds temporaries as large as its input (3x a big dataset).
+    chunk = max(1, (64 << 20) // max(1, x[0].numel() * 4))
+    if not all(bool(torch.isfinite(x[i:i + chunk]).all()) for i in range(0, len(x), chunk)):
+        bad = sum(int((~torch.isfinite(x[i:i + chunk])).flatten(1).any(1).sum())
+                  for i in range(0, len(x), chunk))
         raise DataError(f"{name}: {bad} sample(s) contain NaN or Inf values")
     if x.dim() == 4 and (x.min() < -1.0 - 1e-4 or x.max() > 1.0 + 1e-4):
         raise DataError(f"{name}: images must be scaled to [-1, 1], got [{x.min():.3g}, {x.max():.3g}]")

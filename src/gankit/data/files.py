@@ -9,9 +9,12 @@ with one sentence naming the path, never a traceback from Pillow or NumPy.
 
 from __future__ import annotations
 
+import io
 import os
+import zipfile
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -125,6 +128,103 @@ def _canonical(img: Image.Image, channels: int | None) -> Image.Image:
     return out.convert("L") if channels == 1 else out
 
 
+class ZipImage:
+    """One image member of a zip archive, standing in for a :class:`~pathlib.Path` where the
+    folder readers use one (``name``, ``suffix``, ``relative_to``, ``open``). The archive is
+    opened once per process (DataLoader workers open their own)."""
+
+    _open: ClassVar[dict[tuple[int, str], zipfile.ZipFile]] = {}
+
+    def __init__(self, archive: Path, member: str, rel: str) -> None:
+        self.archive, self.member, self.rel = archive, member, rel
+        self.name = PurePosixPath(member).name
+        self.suffix = PurePosixPath(member).suffix
+
+    def relative_to(self, root: Any) -> PurePosixPath:
+        return PurePosixPath(self.rel)
+
+    def open(self) -> io.BytesIO:
+        key = (os.getpid(), str(self.archive))
+        zf = self._open.get(key)
+        if zf is None:
+            zf = self._open[key] = zipfile.ZipFile(self.archive)
+        return io.BytesIO(zf.read(self.member))
+
+    def __str__(self) -> str:
+        return f"{self.archive}:{self.member}"
+
+
+
+def _scan_zip(archive: Path) -> tuple[list[ZipImage], list[int] | None, list[str]]:
+    """The images of a zip archive, laid out as :func:`_scan_folder` expects of a folder: images
+    at the top level, or one sub-folder per class. One folder wrapping everything (``photos.zip``
+    holding ``photos/...``, as zipping a folder makes) is looked through."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            names = [i.filename for i in zf.infolist() if not i.is_dir()]
+    except (OSError, zipfile.BadZipFile) as e:
+        raise DataError(f"{archive}: cannot read this zip archive ({e})") from None
+    parts = [PurePosixPath(n).parts for n in names]
+    keep = [(n, p) for n, p in zip(names, parts, strict=True)
+            if p and not any(_is_hidden(q) or q == "__MACOSX" for q in p)
+            and PurePosixPath(n).suffix.lower() in IMAGE_EXTENSIONS]
+    if not keep:
+        raise DataError(f"{archive}: no images found in the archive (accepted extensions: "
+                        f"{', '.join(IMAGE_EXTENSIONS)}, upper or lower case)")
+    strip = 0
+    while True:  # everything below one folder at this level: look through it
+        if any(len(p) == strip + 1 for _, p in keep) or len({p[strip] for _, p in keep}) != 1:
+            break
+        strip += 1
+    entries = [ZipImage(archive, n, "/".join(p[strip:])) for n, p in keep]
+    entries.sort(key=lambda e: e.rel)
+    root = [e for e in entries if "/" not in e.rel]
+    sub = [e for e in entries if "/" in e.rel]
+    if root and sub:
+        raise DataError(f"{archive}: found images both at the top of the archive (e.g. "
+                        f"{root[0].rel}) and in sub-folders (e.g. {sub[0].rel}); put every image "
+                        "in a class sub-folder, or none")
+    if root:
+        return root, None, []
+    classes = sorted({e.rel.split("/", 1)[0] for e in sub})
+    index = {c: k for k, c in enumerate(classes)}
+    sub.sort(key=lambda e: (index[e.rel.split("/", 1)[0]], e.rel))
+    return sub, [index[e.rel.split("/", 1)[0]] for e in sub], classes
+
+
+def scan_images(path: Path) -> tuple[list[Any], list[int] | None, list[str]]:
+    """``(files, labels or None, class names)`` of a folder of images or a ``.zip`` of them:
+    class sub-folders (sorted by name) become labels."""
+    if not path.exists():
+        raise DataError(f"no such folder: {path}")
+    if path.is_file() and path.suffix.lower() == ".zip":
+        return _scan_zip(path)
+    if not path.is_dir():
+        raise DataError(f"{path}: expected a folder of images (or a .zip of them)")
+    return _scan_folder(path)
+
+
+def image_headers(files: list[Any], limit: int = 5000) -> list[tuple[int, int, str]]:
+    """``(width, height, mode)`` of the files (of ``limit`` of them, evenly spread, when there
+    are more), read from their headers without decoding the pixels."""
+    pick = files if len(files) <= limit else \
+        [files[int(i)] for i in np.linspace(0, len(files) - 1, limit)]
+    out = []
+    for f in pick:
+        try:
+            with Image.open(f.open() if isinstance(f, ZipImage) else f) as im:
+                out.append((im.size[0], im.size[1], im.mode))
+        except Exception as e:  # noqa: BLE001  (any Pillow failure means a bad file)
+            raise DataError(f"{f}: cannot read this image file ({type(e).__name__}: {e})") \
+                from None
+    return out
+
+
+def header_channels(headers: list[tuple[int, int, str]]) -> int:
+    """1 when every file is grey by its Pillow mode, else 3 (as :func:`_auto_channels`)."""
+    return 1 if all(m in _GRAY_MODES or m in ("LA", "La") for _, _, m in headers) else 3
+
+
 def _center_crop_resize(img: Image.Image, size: int) -> Image.Image:
     """Center-crop to a square, then resize to ``size`` x ``size`` with Lanczos (antialiased)."""
     w, h = img.size
@@ -143,7 +243,7 @@ def _decode(path: Path, channels: int | None) -> Image.Image:
     Any decoding failure becomes a :class:`DataError` naming the file.
     """
     try:
-        with Image.open(path) as im:
+        with Image.open(path.open() if isinstance(path, ZipImage) else path) as im:
             im.load()  # GIF/WebP/APNG: the first frame, which Image.open selects
             # Camera JPEGs store rotation in EXIF; honour it so faces are upright.
             if im.getexif().get(0x0112, 1) != 1:
@@ -285,16 +385,15 @@ def load_image_folder(
     ``image_size`` center-crops each image to a square and resizes it (Lanczos, antialiased) to
     ``image_size`` x ``image_size``; without it all images must have the same size.
 
+    A ``.zip`` archive of images is read exactly as the folder it holds (see
+    :func:`scan_images`).
+
     Raises :class:`DataError` for a missing folder, a folder without images, an unreadable image
     or images of different sizes.
     """
     _check_size_options(image_size, channels)
     path = Path(path).expanduser()
-    if not path.exists():
-        raise DataError(f"no such folder: {path}")
-    if not path.is_dir():
-        raise DataError(f"{path}: expected a folder of images")
-    files, labels, classes = _scan_folder(path)
+    files, labels, classes = scan_images(path)
     arrays = _read_images(files, channels, image_size, _SameSize(path))
     x = _stack(arrays, channels or _auto_channels(arrays))
 

@@ -18,7 +18,9 @@ tensors on the device, a seeded generator, and a permutation with a position. Ea
 stream is a new permutation (identical on every process); process ``rank`` takes its contiguous
 share of each global batch. Every stream's permutation, position and generator state are in
 the checkpoint, so a resumed run sees exactly the batches it would have seen (DESIGN.md §4:
-small datasets live on the device, batches are index slices, no DataLoader workers).
+small datasets live on the device, batches are index slices, no DataLoader workers). A
+streamed dataset (its ``x`` an :class:`~gankit.data.store.ImageStore`) is drawn by a
+:class:`~gankit.data.streaming.LoaderStream` instead: the same order, read by a DataLoader.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from torch import Tensor
 from ..errors import ConfigError, DataError
 from ..registry import Registry
 from .base import Dataset
+from .store import ImageStore
 
 #: Data sources by name: ``fn(ds, batch, device, seed, rank, world, **options) -> Source``.
 SOURCES: Registry[Callable[..., Source]] = Registry("data source")
@@ -43,6 +46,8 @@ class Stream:
 
     def __init__(self, name: str, fields: dict[str, Tensor], batch: int, device: torch.device,
                  seed: int, rank: int = 0, world: int = 1, index: Tensor | None = None) -> None:
+        for v in fields.values():
+            _in_memory(v)
         n = len(index) if index is not None else len(next(iter(fields.values())))
         if batch > n:
             what = "the dataset" if name == "data" else f"data stream '{name}'"
@@ -82,6 +87,12 @@ class Stream:
         self.gen.set_state(s["gen"])
 
 
+def _in_memory(x: Any) -> None:
+    if not torch.is_tensor(x):
+        raise ConfigError("this model's data source needs the images in memory, but the data is "
+                          "streamed; set data.stream=false (--set data.stream=false)")
+
+
 class Source:
     """One or more streams drawn together into one batch dict; ``rename`` maps a stream's field
     names to batch keys (the ``classes`` source yields ``{stream: x, stream_y: y}``)."""
@@ -102,7 +113,8 @@ class Source:
 
     def tensors(self, stream: int = 0) -> dict[str, Tensor]:
         """The whole tensors of a stream (e.g. SGAN's labelled subset indexes them)."""
-        return self.streams[stream].fields
+        s = self.streams[stream]
+        return s.fields if isinstance(s, Stream) else s.tensors()  # streamed: rows on demand
 
     def state_dict(self) -> dict[str, Any]:
         return {s.name: s.state_dict() for s in self.streams}
@@ -126,6 +138,10 @@ def build_source(name: str, ds: Dataset, batch: int, device: torch.device, seed:
 @SOURCES.register("samples", description="the training samples x (and labels y), one permutation")
 def samples(ds: Dataset, batch: int, device: torch.device, seed: int, rank: int, world: int,
             **_: Any) -> Source:
+    if isinstance(ds.x, ImageStore):  # streamed: a DataLoader over uint8 images
+        from .streaming import LoaderStream
+
+        return Source([LoaderStream("data", ds.x, ds.y, batch, device, seed, rank, world)])
     fields = {"x": ds.x} | ({"y": ds.y} if ds.y is not None else {})
     return Source([Stream("data", fields, batch, device, seed, rank, world)])
 
@@ -160,6 +176,7 @@ def classes(ds: Dataset, batch: int, device: torch.device, seed: int, rank: int,
     if not streams:
         raise ConfigError("the classes source needs streams, e.g. {'healthy': [0], 'patient': [1]}")
     out = []
+    _in_memory(ds.x)
     fields = {"x": ds.x.to(device), "y": ds.y.to(device)}  # one copy on the device, all streams
     for key, cls in streams.items():
         bad = [c for c in cls if not 0 <= c < ds.num_classes]

@@ -76,8 +76,10 @@ def default_metrics(x: torch.Tensor, toy: bool, info: dict[str, Any] | None = No
 
 
 def _subsample(x: torch.Tensor, n: int | None, seed: int) -> torch.Tensor:
+    """``n`` rows of ``x`` drawn with ``seed`` (all of them when ``n`` is larger); a streamed
+    image store (gankit.data.store) reads only those rows."""
     if n is None or n >= len(x):
-        return x
+        return x if torch.is_tensor(x) else x[:]
     g = torch.Generator().manual_seed(seed)
     return x[torch.randperm(len(x), generator=g)[:n]]
 

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.sizes import STAGED
 from ..errors import ConfigError
 from ..nn import spectral_norm_all
 from ..registry import MODELS
@@ -65,6 +66,8 @@ class ACDiscriminator(nn.Module):
                                        "class (Odena et al. 2017)")
 class ACGAN(GANFamily):
     """AC-GAN (Odena et al. 2017). Conditional: needs labels, samples by class."""
+
+    image_sizes = STAGED  # strided conv stages (gankit.nn.conv_stages)
 
     #: the tiny model of the fast contract test (tests/test_contract.py)
     tiny: ClassVar[dict[str, Any]] = {"model.width": 8}

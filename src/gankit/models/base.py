@@ -36,6 +36,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
+from ..data.sizes import ANY_SIZE, ImageSizes
 from ..errors import ConfigError
 from ..games.adversarial import DView, Game, Terms, adversarial_phases
 from ..games.phase import Phase, StepContext
@@ -193,6 +194,19 @@ class ModelFamily(nn.Module, metaclass=abc.ABCMeta):
                 f"model '{cfg.model['name']}' is conditional and needs labelled data; "
                 f"'{info['name']}' has no class labels (use class sub-folders or an .npz with y)"
             )
+
+    #: The square image sizes the family's networks take (:meth:`valid_image_sizes`).
+    image_sizes: ClassVar[Any] = None
+
+    @classmethod
+    def valid_image_sizes(cls, cfg: Config) -> ImageSizes:
+        """The square image sizes this family's networks (as ``cfg`` configures them) accept.
+
+        The default data size is chosen among them and any other size is refused before a
+        network is built. Families set ``image_sizes`` or override this when the answer
+        depends on the config (an MLP architecture takes any size, strided convolutions do not).
+        """
+        return cls.image_sizes or ANY_SIZE
 
     @classmethod
     def validate_config(cls, cfg: Config) -> None:

@@ -46,6 +46,7 @@ import torch
 from pydantic import field_validator
 from torch import Tensor, nn
 
+from ..data.sizes import STAGED
 from ..losses import AdversarialLoss
 from ..nn import conv_stages, mlp, prod
 from ..nn.resample import UpConv2d
@@ -215,6 +216,8 @@ class BEGANDiscriminator(AutoencoderDiscriminator):
 @MODELS.register("began", description="boundary equilibrium GAN: autoencoder D, L1 energies, k_t controller (Berthelot et al. 2017)")
 class BEGAN(GANFamily):
     """BEGAN (Berthelot, Schumm & Metz 2017); see the module docstring."""
+
+    image_sizes = STAGED  # strided conv stages (gankit.nn.conv_stages)
 
     #: the tiny model of the fast contract test (tests/test_contract.py)
     tiny: ClassVar[dict[str, Any]] = {"model.width": 8, "model.h_dim": 8}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
+from ..data.sizes import ANY_SIZE, STAGED, ImageSizes
 from ..errors import ConfigError
 from ..nn import spectral_norm_all
 from ..registry import MODELS
@@ -37,6 +38,11 @@ class CGANParams(Params):
 @MODELS.register("cgan", description="conditional GAN, label into G and D (Mirza & Osindero 2014); MLP or conv")
 class CGAN(GANFamily):
     """Conditional GAN (Mirza & Osindero 2014)."""
+
+    @classmethod
+    def valid_image_sizes(cls, cfg: Any) -> ImageSizes:
+        """Strided conv stages for images (any size with the MLP architecture)."""
+        return STAGED if cfg.model.get("arch", "auto") in ('conv',) else ANY_SIZE
 
     #: the tiny model of the fast contract test (tests/test_contract.py)
     tiny: ClassVar[dict[str, Any]] = {"model.width": 8}

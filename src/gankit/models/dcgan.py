@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ..data.sizes import STAGED
 from ..nn import conv_stages, dcgan_init, spectral_norm_all
 from ..nn.minibatch import MinibatchDiscrimination, MinibatchStdDev, fit_mbdisc, widened_linear
 from ..registry import MODELS
@@ -149,6 +150,8 @@ class DCDiscriminator(nn.Module):
 @MODELS.register("dcgan", description="deep convolutional GAN with the architecture rules of Radford et al. 2016")
 class DCGAN(GANFamily):
     """DCGAN (Radford et al. 2016)."""
+
+    image_sizes = STAGED  # strided conv stages (gankit.nn.conv_stages)
 
     #: the tiny model of the fast contract test (tests/test_contract.py)
     tiny: ClassVar[dict[str, Any]] = {"model.width": 8}

@@ -43,6 +43,7 @@ from typing import Any, ClassVar
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.sizes import STAGED
 from ..losses import AdversarialLoss
 from ..registry import MODELS
 from .base import DView, Game, GANFamily, Params, Phase, Terms, adversarial_phases
@@ -99,6 +100,8 @@ def pulling_away(s: Tensor) -> Tensor:
 @MODELS.register("ebgan", description="energy-based GAN: autoencoder D, margin loss, pulling-away term (Zhao et al. 2017)")
 class EBGAN(GANFamily):
     """EBGAN (Zhao, Mathieu & LeCun 2017); see the module docstring."""
+
+    image_sizes = STAGED  # strided conv stages (gankit.nn.conv_stages)
 
     #: the tiny model of the fast contract test (tests/test_contract.py)
     tiny: ClassVar[dict[str, Any]] = {"model.width": 8, "model.h_dim": 8}

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from ..data.sizes import STAGED
 from ..errors import ConfigError
 from ..nn import dcgan_init, spectral_norm_all
 from ..registry import MODELS
@@ -113,6 +114,8 @@ def info_nll(q: tuple[Tensor | None, Tensor, Tensor], cat: Tensor | None,
                                          "mutual-information term (Chen et al. 2016)")
 class InfoGAN(GANFamily):
     """InfoGAN (Chen et al. 2016) on DCGAN networks; networks ``G``, ``D`` and ``Q``."""
+
+    image_sizes = STAGED  # strided conv stages (gankit.nn.conv_stages)
 
     #: the tiny model of the fast contract test (tests/test_contract.py)
     tiny: ClassVar[dict[str, Any]] = {"model.width": 8, "model.latent_dim": 8, "model.q_hidden": 16}

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from ..data.sizes import ImageSizes, powers_of_two
 from ..errors import ConfigError, DataError
 from ..nn.patchgan import PatchDiscriminator, receptive_field
 from ..nn.unet import UNetGenerator
@@ -118,6 +119,12 @@ class Pix2Pix(GANFamily):
         if p.mode != "l1":
             # D judges (input, output) pairs: c_a + c_x channels in, [N, 1, h, w] patch logits out
             self.D = PatchDiscriminator(c_a + c_x, p.width, p.n_layers, p.norm)
+
+    @classmethod
+    def valid_image_sizes(cls, cfg: Any) -> ImageSizes:
+        """Powers of two: the U-Net halves the image down to 1x1, the PatchGAN's ``n_layers``
+        stride-2 convolutions need at least :func:`min_resolution`."""
+        return powers_of_two(min_resolution(int(cfg.model.get("n_layers", 3))))
 
     @classmethod
     def validate_config(cls, cfg: Any) -> None:

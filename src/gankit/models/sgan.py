@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from ..data.sizes import STAGED
 from ..errors import ConfigError
 from ..losses import get_loss
 from ..nn import spectral_norm_all
@@ -107,6 +108,8 @@ class SGAN(GANFamily):
     Needs labelled data (only ``model.n_labels`` labels are used); G is unconditional, so
     ``sample()`` takes no labels. ``classify(x)`` returns D's class logits ``[N, K]``.
     """
+
+    image_sizes = STAGED  # strided conv stages (gankit.nn.conv_stages)
 
     #: the tiny model of the fast contract test (tests/test_contract.py)
     tiny: ClassVar[dict[str, Any]] = {"model.width": 8, "model.n_labels": 12}

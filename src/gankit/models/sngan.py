@@ -44,6 +44,7 @@ from typing import Any, ClassVar, Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.sizes import ANY_SIZE, STAGED, ImageSizes
 from ..errors import ConfigError
 from ..nn import conv_stages, spectral_norm_all
 from ..nn.resample import ConvPool2d, UpConv2d
@@ -171,6 +172,11 @@ class ResNetDiscriminator(nn.Module):
                                       "(0, 0.9), 5 D steps (Miyato et al. 2018)")
 class SNGAN(GANFamily):
     """SNGAN (Miyato et al. 2018): ResNet networks, spectral norm on every D layer, hinge loss."""
+
+    @classmethod
+    def valid_image_sizes(cls, cfg: Any) -> ImageSizes:
+        """Strided conv stages for images (any size with the MLP architecture)."""
+        return STAGED if cfg.model.get("arch", "auto") in ('auto', 'resnet') else ANY_SIZE
 
     #: the tiny model of the fast contract test (tests/test_contract.py)
     tiny: ClassVar[dict[str, Any]] = {"model.g_width": 8, "model.d_width": 8, "optim.n_critic": 1}

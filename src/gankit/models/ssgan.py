@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.sizes import STAGED
 from ..errors import ConfigError
 from ..nn import spectral_norm_all
 from ..registry import MODELS
@@ -80,6 +81,8 @@ class SSDiscriminator(nn.Module):
                                        "(Chen et al. 2019)")
 class SSGAN(GANFamily):
     """SS-GAN (Chen et al. 2019); chapter 002 §5.2. Unsupervised: labels are not used."""
+
+    image_sizes = STAGED  # strided conv stages (gankit.nn.conv_stages)
 
     #: the tiny model of the fast contract test (tests/test_contract.py)
     tiny: ClassVar[dict[str, Any]] = {"model.width": 8}

@@ -67,6 +67,7 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from ..data.sizes import STAGED
 from ..errors import ConfigError
 from ..losses import get_loss
 from ..nn import mlp, prod
@@ -200,6 +201,8 @@ class UnrolledGAN(GANFamily):
     ``optim.lr_g``/``lr_d`` and, on points, ``train.batch_size`` default by data
     (:data:`UNROLLED_DATA_SETTINGS`); set them to override.
     """
+
+    image_sizes = STAGED  # strided conv stages (gankit.nn.conv_stages)
 
     #: the tiny model of the fast contract test (tests/test_contract.py)
     tiny: ClassVar[dict[str, Any]] = {"model.width": 8, "model.unroll_steps": 2}

@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.sizes import ANY_SIZE, STAGED, ImageSizes
 from ..errors import ConfigError
 from ..games.phase import Phase, StepContext
 from ..nn import conv_stages, mlp, prod
@@ -193,6 +194,11 @@ class VAEParams(Params):
 class VAE(ModelFamily):
     """The variational autoencoder (Kingma & Welling 2014): encoder ``E``, decoder ``dec``, one
     ``ELBO`` phase; samples, log-likelihood bounds, codes (see the module docstring)."""
+
+    @classmethod
+    def valid_image_sizes(cls, cfg: Any) -> ImageSizes:
+        """Strided conv stages for images (any size with the MLP architecture)."""
+        return STAGED if cfg.model.get("arch", "auto") in ('conv',) else ANY_SIZE
 
     Params = VAEParams
     defaults: ClassVar[dict[str, Any]] = {

@@ -51,6 +51,7 @@ from typing import Any, ClassVar, Literal
 
 from torch import Tensor, nn
 
+from ..data.sizes import ANY_SIZE, STAGED, ImageSizes
 from ..errors import ConfigError
 from ..registry import MODELS
 from .base import DView, Game, GANFamily, Params, Phase, Terms, adversarial_phases
@@ -96,6 +97,11 @@ class LossVariantGAN(GANFamily):
     Subclasses set ``Params`` (a :class:`PairParams`), ``defaults`` (loss and optimiser) and, if
     needed, ``phases``. ``self.arch`` is the resolved architecture ("mlp" or "conv").
     """
+
+    @classmethod
+    def valid_image_sizes(cls, cfg: Any) -> ImageSizes:
+        """Strided conv stages for images (any size with the MLP architecture)."""
+        return STAGED if cfg.model.get("arch", "auto") in ('auto', 'conv') else ANY_SIZE
 
     Params = PairParams
     p: PairParams

@@ -106,7 +106,8 @@ class SampleGrids(Callback):
 
     def on_train_start(self, tr: Trainer) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.real = self.ds.x[:2000]
+        # the scatter of 2-D samples shows real points under them; image grids need none
+        self.real = None if self.ds.is_image else self.ds.x[:2000]
 
     def on_step_end(self, tr: Trainer) -> None:
         if tr.step % self.every == 0 or tr.step == tr.cfg.train.steps:
@@ -116,7 +117,8 @@ class SampleGrids(Callback):
         fake, nrow = tr.model.preview(self.ds, self.n, tr.cfg.train.seed + 12345,
                                       nets=tr.sampling_nets())
         path = self.dir / f"step_{tr.step:08d}.png"
-        save_samples(fake, path, self.real.float().cpu(), nrow=nrow)
+        save_samples(fake, path, None if self.real is None else self.real.float().cpu(),
+                     nrow=nrow)
         return path
 
     def on_train_end(self, tr: Trainer) -> None:
