@@ -356,5 +356,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
 
 
+from .commands_track import register as _reg_track
+
+_reg_track(cli)
+
 if __name__ == "__main__":
     main()
