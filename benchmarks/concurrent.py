@@ -114,7 +114,7 @@ def markdown(results: dict) -> str:
                   f" {res['cpus']} CPUs, {res['date']}): median slowdown "
                   f"{res['median_slowdown']}x, worst {res['max_slowdown']}x - target "
                   f"{'met' if res['met'] else 'not met'}; load average after "
-                  f"{res['loadavg_after']}.")
+                  f"{res['loadavg_after']}." + (f" ({res['note']})" if res.get("note") else ""))
     md += ["", ("The load average is that of the whole machine: other work running at the same "
                 "time slows the lone run and the pair alike and makes single numbers noisy. "
                 "Rerun on a quiet machine with `python benchmarks/concurrent.py` (this tree) and "

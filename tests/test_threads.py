@@ -83,6 +83,9 @@ def test_choice_order_setting_then_env_then_available():
     c = T.choose_threads(None, current=1, environ={}, **kw)
     assert c.threads == 1
     assert "3 CPUs available" in c.describe() and "cgroup quota 3" in c.describe()
+    # the processes of one data-parallel job on this machine share the CPUs
+    c = T.choose_threads(None, current=8, environ={}, processes=2, **kw)
+    assert (c.threads, c.source) == (1, "available CPUs / 2 processes")
 
 
 def test_openmp_env_respects_user_values():

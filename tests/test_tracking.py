@@ -378,3 +378,38 @@ def test_tracking_callback_hparams_carry_final_eval(tmp_path):
     assert hp == {"train.steps": "3", "eval/fid": "3.5"}
     _, rows = read_csv(tmp_path / "csv" / "metrics.csv")
     assert rows[-1]["loss/G"] == "nan"
+
+
+def test_own_tracker_through_the_callback(tiny_images, tmp_path):
+    """A user's Tracker subclass receives the same scalars, images and hparams."""
+    from gankit.tracking import Tracker
+
+    class Mine(Tracker):
+        def __init__(self):
+            self.calls = []
+
+        def scalars(self, step, values):
+            self.calls.append(("scalars", step, sorted(values)))
+
+        def image(self, tag, step, image):
+            self.calls.append(("image", step, tag, Path(image).name))
+
+        def hparams(self, hparams, metrics):
+            self.calls.append(("hparams", hparams["train.steps"], sorted(metrics)))
+
+        def text(self, tag, step, text):
+            self.calls.append(("text", step, tag))
+
+        def close(self):
+            self.calls.append(("close",))
+
+    mine = Mine()
+    gankit.train("dcgan", tiny_images, steps=4, batch_size=8, out=tmp_path / "m", progress=False,
+                 overrides={**TINY, "train.log_every": 2, "train.sample_every": 4},
+                 callbacks=[Tracking(own=[mine])])
+    scal = [c for c in mine.calls if c[0] == "scalars"]
+    assert [c[1] for c in scal] == [2, 4] and {"loss/D", "loss/G", "it_s"} <= set(scal[0][2])
+    assert ("image", 4, "samples", "step_00000004.png") in mine.calls
+    assert mine.calls[-2:] == [("hparams", 4, ["loss/D", "loss/G"]), ("close",)]
+    with pytest.raises(TypeError):
+        type("Half", (Tracker,), {"scalars": lambda self, s, v: None})()

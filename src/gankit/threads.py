@@ -169,13 +169,15 @@ class ThreadChoice:
 
 def choose_threads(setting: int | None = None, current: int | None = None,
                    environ: dict[str, str] | None = None, affinity: int | None = None,
-                   quota: float | None = None, probe: bool = True) -> ThreadChoice:
+                   quota: float | None = None, probe: bool = True,
+                   processes: int = 1) -> ThreadChoice:
     """The intra-op thread count for a run.
 
     ``setting`` (``train.threads``) wins, then a user's ``OMP_NUM_THREADS``; otherwise the CPUs
-    available to the process (:func:`available_cpus`), never more than ``current`` (torch's
-    setting, which a caller may have lowered with ``torch.set_num_threads``). With ``probe``
-    the affinity and quota are read from the system unless given.
+    available to the process (:func:`available_cpus`) divided among the ``processes`` of one
+    data-parallel job on this machine, never more than ``current`` (torch's setting, which a
+    caller may have lowered with ``torch.set_num_threads``). With ``probe`` the affinity and
+    quota are read from the system unless given.
     """
     if probe:
         affinity = affinity if affinity is not None else affinity_cpus()
@@ -192,15 +194,19 @@ def choose_threads(setting: int | None = None, current: int | None = None,
             n = 0
         if n > 0:
             return ThreadChoice(n, "OMP_NUM_THREADS", affinity, quota, avail)
-    n = avail if current is None else min(current, avail)
-    return ThreadChoice(max(1, n), "available CPUs", affinity, quota, avail)
+    n = max(1, avail // max(1, processes))
+    n = n if current is None else min(current, n)
+    src = "available CPUs" + (f" / {processes} processes" if processes > 1 else "")
+    return ThreadChoice(max(1, n), src, affinity, quota, avail)
 
 
-def apply_threads(setting: int | None = None) -> ThreadChoice:
-    """Choose (:func:`choose_threads`) and set torch's intra-op thread count."""
+def apply_threads(setting: int | None = None, world: int = 1) -> ThreadChoice:
+    """Choose (:func:`choose_threads`) and set torch's intra-op thread count; ``world``: the
+    processes of a data-parallel job (those on this machine, ``LOCAL_WORLD_SIZE``, share it)."""
     import torch
 
-    choice = choose_threads(setting, current=torch.get_num_threads())
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world)) if world > 1 else 1
+    choice = choose_threads(setting, current=torch.get_num_threads(), processes=local)
     if torch.get_num_threads() != choice.threads:
         torch.set_num_threads(choice.threads)
     return choice

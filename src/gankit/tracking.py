@@ -402,21 +402,30 @@ class Tracking(Callback):
     * at the start, the resolved config as hyper-parameters (with the final metrics at the end:
       the last evaluation results, or the last logged losses).
 
-    Packages are checked when the callback is built, before anything is written.
+    Packages are checked when the callback is built, before anything is written. Your own
+    back-ends (:class:`Tracker` subclasses) join with ``own``::
+
+        gankit.train(..., callbacks=[Tracking(own=[MyTracker()])])
     """
 
-    def __init__(self, run_dir: Path, names: list[str]) -> None:
-        self.run_dir = Path(run_dir)
-        self.names = [n for n in names if n != "jsonl"]
+    def __init__(self, run_dir: Path | None = None, names: list[str] | tuple[str, ...] = (),
+                 own: list[Tracker] | tuple[Tracker, ...] = ()) -> None:
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.names = [n for n in check_trackers(list(names)) if n != "jsonl"]
+        if self.names and self.run_dir is None:
+            raise ConfigError(f"train.trackers {self.names} need a run directory (save=True)")
         for n in self.names:
             if n in NEEDS:
                 _require(n)
+        self.own = list(own)
         self.trackers: list[Tracker] = []
         self.final: dict[str, float] = {}
 
     def on_train_start(self, tr: Trainer) -> None:
         self.config = flatten(tr.cfg.to_dict())
-        self.trackers = build_trackers(self.names, self.run_dir, tr.cfg.to_dict(), tr.step)
+        built = build_trackers(self.names, self.run_dir, tr.cfg.to_dict(), tr.step) \
+            if self.run_dir is not None else []
+        self.trackers = [*built, *self.own]
         for t in self.trackers:
             t.rewind(tr.step)
 

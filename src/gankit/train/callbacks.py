@@ -43,7 +43,7 @@ class MetricsLogger(Callback):
         self.t0, self.s0 = time.perf_counter(), tr.step
         self.t_last, self.s_last = self.t0, tr.step
         con = self.console or get_console()
-        plain = not con.is_terminal
+        plain = not (con.is_terminal or con.is_jupyter)  # nohup, a scheduler, a pipe
         if self.show:
             print_summary(startup_summary(tr, self.data, self.total), con, plain)
         self.lines = PlainLines(con.file, self.total, tr.step) if self.show and plain else None

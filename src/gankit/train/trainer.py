@@ -143,7 +143,8 @@ class Trainer:
         self.device = pick_device(t.device)
         from ..threads import apply_threads
 
-        self.threads = apply_threads(t.threads)  # CPU threads from the available CPUs
+        # CPU threads from the available CPUs, shared among this machine's processes
+        self.threads = apply_threads(t.threads, self.dist.world if self.dist.enabled else 1)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
