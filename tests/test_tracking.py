@@ -413,3 +413,20 @@ def test_own_tracker_through_the_callback(tiny_images, tmp_path):
     assert mine.calls[-2:] == [("hparams", 4, ["loss/D", "loss/G"]), ("close",)]
     with pytest.raises(TypeError):
         type("Half", (Tracker,), {"scalars": lambda self, s, v: None})()
+
+
+def test_runs_reads_only_the_tail_and_skips_a_torn_line(tmp_path):
+    from gankit.runs import run_row
+
+    d = tmp_path / "r"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"model": {"name": "gan"}, "data": {"name": "ring8"},
+                                               "train": {"steps": 5000}}))
+    (d / "run.json").write_text(json.dumps({"status": "interrupted", "step": 4000}))
+    lines = [json.dumps({"step": s, "time": 1.0, "it_s": 2.0, "loss/D": 0.5, "pad": "x" * 200})
+             for s in range(10, 4010, 10)]
+    (d / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 4010, "ti')  # > 64 KiB
+    assert (d / "metrics.jsonl").stat().st_size > 65536
+    r = run_row(d)
+    assert (r["status"], r["step"], r["total"], r["model"], r["data"], r["best"]) == \
+        ("interrupted", 4000, 5000, "gan", "ring8", None)
