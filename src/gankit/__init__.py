@@ -11,6 +11,12 @@ Public API::
 
 __version__ = "0.1.0"
 
+# Before torch is imported (below): idle OpenMP threads sleep instead of spinning against other
+# processes (gankit.threads; an explicit user setting wins). OpenMP reads these once, at load.
+from .threads import openmp_env as _openmp_env
+
+_openmp_env()
+
 from .api import Run, Sampler, TrainedModel, evaluate_run, load, resume, train
 from .config import Config
 from .errors import GankitError

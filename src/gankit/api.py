@@ -165,7 +165,7 @@ def default_out(model: str, data: str) -> Path:
 def _callbacks(run_dir: Path | None, cfg: Config, total: int, progress: bool,
                ds: Dataset, model: ModelFamily) -> list[Callback]:
     cbs: list[Callback] = [MetricsLogger(run_dir, cfg.train.log_every, total,
-                                         progress and cfg.train.progress, cfg.train.tensorboard)]
+                                         progress and cfg.train.progress, data=ds)]
     if cfg.train.doctor:  # right after the logger: it reads the records that logger logs
         from .doctor import Doctor
 
@@ -174,6 +174,11 @@ def _callbacks(run_dir: Path | None, cfg: Config, total: int, progress: bool,
         cbs.append(SampleGrids(run_dir, cfg.train.sample_every, ds))
     if cfg.train.eval_every > 0:
         cbs.append(Evaluator(run_dir, ds))
+    trackers = [*cfg.train.trackers, *(["tensorboard"] if cfg.train.tensorboard else [])]
+    if run_dir is not None and set(trackers) - {"jsonl"}:
+        from .tracking import Tracking
+
+        cbs.append(Tracking(run_dir, trackers))  # csv, tensorboard, wandb, mlflow
     return cbs
 
 

@@ -161,7 +161,11 @@ class TrainConfig(_Section):
     ckpt_every: int = 500
     keep_ckpts: int = 2
     progress: bool = True
-    tensorboard: bool = False
+    tensorboard: bool = False  # the same as adding "tensorboard" to trackers
+    # experiment trackers (gankit.tracking): jsonl (metrics.jsonl etc., always written), csv,
+    # tensorboard, wandb, mlflow
+    trackers: list[str] = ["jsonl"]
+    threads: int | None = None  # CPU intra-op threads (None: from the CPUs available; threads.py)
     # evaluation during training (gankit.metrics.evaluate); 0 = off
     eval_every: int = 0
     eval_metrics: list[str] | None = None  # default by data: fid,kid,pr,dc or modes,pr
@@ -181,6 +185,20 @@ class TrainConfig(_Section):
         if v < 1:
             raise ValueError("must be >= 1")
         return v
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("must be >= 1 (or null: chosen from the available CPUs)")
+        return v
+
+    @field_validator("trackers")
+    @classmethod
+    def _trackers(cls, v: list[str]) -> list[str]:
+        from .tracking import check_trackers
+
+        return check_trackers(v)
 
     @field_validator("doctor_lr_factor")
     @classmethod

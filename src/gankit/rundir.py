@@ -14,6 +14,7 @@ Layout::
     run_dir/frozen/{net}.safetensors networks that are never optimised, written once at start
     run_dir/best/                    the weights kept best by the evaluator, with best.json
     run_dir/eval.json                the last ``gankit eval``
+    run_dir/csv/*.csv, run_dir/tb/   the csv and tensorboard trackers' files (gankit.tracking)
 
 Every writer goes through this module: whole files are replaced atomically (temporary file in the
 same folder, fsync, ``os.replace``, fsync of the folder), JSON lines are appended one record per

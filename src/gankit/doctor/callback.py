@@ -205,7 +205,9 @@ class Doctor(Callback):
     Follows the rules of :mod:`gankit.doctor.rules` (the seeds' failure modes: mode collapse,
     vanishing gradients, the Helvetica scenario, oscillation, divergence, memorisation). Each
     diagnosis is printed as one line when it is first raised or changes state, and appended to
-    ``diagnostics.jsonl`` in the run directory. Divergence triggers an automatic rollback.
+    ``diagnostics.jsonl`` in the run directory (critical ones on stderr), whatever the progress
+    display shows (``show`` is kept for callers and no longer hides them). Divergence triggers
+    an automatic rollback.
 
     It hears every log record through ``on_log`` (the :class:`~gankit.train.callbacks.MetricsLogger`
     logs them), never pops the statistics itself, logs its probes and diagnoses through
@@ -367,7 +369,7 @@ class Doctor(Callback):
             stop = Diagnosis("divergence", "critical", "training stopped", msg,
                              {"rollbacks": self.rollbacks, "reason": why, **d.evidence},
                              d.explanation, d.remedies, d.seed_ref, step, "action")
-            self._emit([stop], force=True)
+            self._emit([stop])
             raise TrainingDiverged(msg)
         assert self.run_dir is not None
         folder = ckpt.latest_checkpoint(self.run_dir)
@@ -385,7 +387,7 @@ class Doctor(Callback):
              "rollback": self.rollbacks, "max_rollbacks": self.max_rollbacks,
              "trigger": d.summary},
             d.explanation, d.remedies, d.seed_ref, step, "action")
-        self._emit([act], force=True)
+        self._emit([act])
         tr.request_rollback(self.factor)  # the Trainer acts on it before any checkpoint
 
     @staticmethod
@@ -393,7 +395,7 @@ class Doctor(Callback):
         return {k: [float(g["lr"]) for g in o.param_groups] for k, o in tr.opts.items()}
 
     # -- output --------------------------------------------------------------------------------
-    def _emit(self, events: list[Diagnosis], force: bool = False) -> None:
+    def _emit(self, events: list[Diagnosis]) -> None:
         if not events:
             return
         self.events.extend(events)
@@ -402,13 +404,12 @@ class Doctor(Callback):
             self._tr.log({k: v for k, v in rec.items() if k != "step"} | {"step": rec["step"]},
                          "diagnostics")
         for e in events:
-            # Live lines only when the progress display is on, except for actions (rollback,
-            # stop), which always say what the doctor did to the run.
-            if self.show or force or e.state == "action":
-                print_event(e)
+            # Always printed, whatever the progress display (--no-progress only hides the bar):
+            # critical findings and actions go to stderr, the others to stdout.
+            print_event(e)
 
     def on_train_end(self, tr: Trainer) -> None:
-        if self.show and self.tracker.active:
+        if self.tracker.active:
             from rich import get_console
             from rich.markup import escape
 
@@ -426,19 +427,24 @@ STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 
 
 def print_event(e: Diagnosis) -> None:
-    """One console line per event (through rich's console, so it prints above a live progress bar)."""
+    """One console line per event (through rich's console, so it prints above a live progress
+    bar): critical findings and actions (rollback, stop) on stderr, the others on stdout."""
     from rich import get_console
+    from rich.console import Console
     from rich.markup import escape
 
     from .citations import plain_citations
+
+    con = Console(stderr=True) if e.severity == "critical" or e.state == "action" \
+        else get_console()
 
     if e.state == "resolved":
         style, mark = "green", "resolved"
     else:
         style, mark = STYLE.get(e.severity, "white"), e.severity
-    get_console().print(f"[dim]step {e.step}[/dim] [{style}]doctor {mark}[/{style}] "
-                        f"[bold]{escape(e.title)}[/bold]: {escape(e.summary)}"
-                        + (f" [dim]({escape(plain_citations(e.seed_ref.split(';')[0]))})[/dim]"
-                           if e.state in ("raised", "changed") else ""),
-                        soft_wrap=True, highlight=False)
+    con.print(f"[dim]step {e.step}[/dim] [{style}]doctor {mark}[/{style}] "
+              f"[bold]{escape(e.title)}[/bold]: {escape(e.summary)}"
+              + (f" [dim]({escape(plain_citations(e.seed_ref.split(';')[0]))})[/dim]"
+                 if e.state in ("raised", "changed") else ""),
+              soft_wrap=True, highlight=False)
 

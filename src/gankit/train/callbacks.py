@@ -17,48 +17,41 @@ if TYPE_CHECKING:
 
 
 class MetricsLogger(Callback):
-    """Every ``log_every`` steps: one JSON line in ``metrics.jsonl`` and a live progress bar.
+    """Every ``log_every`` steps: one JSON line in ``metrics.jsonl``; and what the run prints.
 
-    Statistics were gathered on the device; this is the only place they are synchronised.
+    Statistics were gathered on the device; this is the only place they are synchronised. With
+    ``progress`` on it prints a start-up summary (device, dtype, data, image size, parameters,
+    steps, run directory, threads), then a live progress bar on a terminal, or plain flushed
+    lines (at least one per 10% of the run) when stdout is not one (``gankit.train.console``).
+    ``console`` replaces rich's global console (tests record with one of a given width).
     """
 
     def __init__(self, run_dir: Path | None, log_every: int, total: int, progress: bool,
-                 tensorboard: bool = False) -> None:
+                 data: Any = None, console: Any = None) -> None:
         self.every, self.total, self.show = log_every, total, progress
         self.history: list[dict[str, Any]] = []
-        self.tb = None
-        self._tb_wanted = tensorboard and run_dir is not None
         self.run_dir = run_dir
+        self.data = data
+        self.console = console
+        self.lines: Any = None
 
     def on_train_start(self, tr: Trainer) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich import get_console
+
+        from .console import PlainLines, make_progress, print_summary, startup_summary
 
         self.t0, self.s0 = time.perf_counter(), tr.step
         self.t_last, self.s_last = self.t0, tr.step
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TextColumn("ETA"),
-            TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
-            disable=not self.show, transient=False,
-        )
+        con = self.console or get_console()
+        plain = not (con.is_terminal or con.is_jupyter)  # nohup, a scheduler, a pipe
+        if self.show:
+            print_summary(startup_summary(tr, self.data, self.total), con, plain)
+        self.lines = PlainLines(con.file, self.total, tr.step) if self.show and plain else None
+        self.shown = ""
+        self.progress = make_progress(con, disable=not self.show or plain)
         self.progress.start()
         self.task = self.progress.add_task("train", total=self.total, completed=tr.step,
                                            speed="", losses="")
-        if self._tb_wanted:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                from ..errors import ConfigError
-
-                raise ConfigError("train.tensorboard needs the extra: pip install 'gankit[tensorboard]'") from None
-            self.tb = SummaryWriter(str(self.run_dir / "tb"))
 
     def on_rollback(self, tr: Trainer, step: int) -> None:
         self.history = [r for r in self.history if r["step"] <= step]
@@ -67,6 +60,8 @@ class MetricsLogger(Callback):
     def on_step_end(self, tr: Trainer) -> None:
         if tr.step % self.every and tr.step != self.total:
             self.progress.update(self.task, completed=tr.step)
+            if self.lines is not None:
+                self.lines.update(tr.step, self.shown, False)
             return
         stats = tr.pop_stats()
         now = time.perf_counter()
@@ -76,19 +71,19 @@ class MetricsLogger(Callback):
                       **{k: round(v, 6) if math.isfinite(v) else str(v)
                          for k, v in stats.items()}})
         self.history.append(rec)
-        if self.tb is not None:
-            for k, v in stats.items():
-                self.tb.add_scalar(k, v, tr.step)
-        shown = "  ".join(f"{k.split('/', 1)[-1] if k.startswith('loss/') else k}={v:.3f}"
-                          for k, v in stats.items()
-                          if k.count("/") <= 1 and (k.startswith("loss/") or k in ("D/real", "D/fake"))
-                          )[:80]
-        self.progress.update(self.task, completed=tr.step, speed=f"{it_s:.1f} it/s", losses=shown)
+        shown = sorted((k for k in stats if k.count("/") <= 1 and (
+            k.startswith("loss/") or k in ("D/real", "D/fake"))),
+            key=lambda k: not k.startswith("loss/"))  # losses first: a narrow bar cuts the end
+        self.shown = "  ".join(
+            f"{k.split('/', 1)[-1] if k.startswith('loss/') else k}={stats[k]:.3f}"
+            for k in shown)
+        self.progress.update(self.task, completed=tr.step, speed=f"{it_s:.1f} it/s",
+                             losses=self.shown)
+        if self.lines is not None:
+            self.lines.update(tr.step, self.shown, True)
 
     def on_train_end(self, tr: Trainer) -> None:
         self.progress.stop()
-        if self.tb is not None:
-            self.tb.close()
 
 
 class SampleGrids(Callback):
@@ -119,6 +114,7 @@ class SampleGrids(Callback):
         path = self.dir / f"step_{tr.step:08d}.png"
         save_samples(fake, path, None if self.real is None else self.real.float().cpu(),
                      nrow=nrow)
+        tr.log_image("samples", path)  # to the trackers (gankit.tracking)
         return path
 
     def on_train_end(self, tr: Trainer) -> None:

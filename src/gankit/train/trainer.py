@@ -117,6 +117,9 @@ class Callback:
         """A record was logged (by any callback) to ``stream`` (metrics, eval, probes,
         diagnostics)."""
 
+    def on_image(self, tr: Trainer, tag: str, path: Path) -> None:
+        """An image (a PNG file, e.g. a sample grid) was written for ``tag``."""
+
     def on_rollback(self, tr: Trainer, step: int) -> None:
         """The run went back to the checkpoint of ``step``; records after it are gone."""
 
@@ -138,6 +141,10 @@ class Trainer:
         self.dist = dist_info or DistInfo()
         t = cfg.train
         self.device = pick_device(t.device)
+        from ..threads import apply_threads
+
+        # CPU threads from the available CPUs, shared among this machine's processes
+        self.threads = apply_threads(t.threads, self.dist.world if self.dist.enabled else 1)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
@@ -322,6 +329,11 @@ class Trainer:
         for cb in self._cbs:
             cb.on_log(self, stream, rec)
         return rec
+
+    def log_image(self, tag: str, path: Path) -> None:
+        """Tell every callback (``on_image``) that the PNG ``path`` was written for ``tag``."""
+        for cb in self._cbs:
+            cb.on_image(self, tag, path)
 
     @property
     def last_log(self) -> dict[str, Any]:
