@@ -10,7 +10,8 @@ Every checkpoint ends with ``manifest.json``, written last: the SHA-256 and size
 files. :func:`latest_checkpoint` (used by resume, sample, eval and ``gankit.load``) verifies it
 and, when the newest checkpoint is damaged (a file changed, cut or missing, a manifest that does
 not parse), falls back to the newest intact one, saying so in one line on stderr. Checkpoints of
-earlier releases, which have no manifest, are accepted when their ``state.json`` reads.
+earlier releases (``state.json`` without ``"format": 2``), which have no manifest, are accepted
+when their ``state.json`` reads.
 """
 
 from __future__ import annotations
@@ -121,7 +122,9 @@ def verify(folder: Path) -> None:
                 raise CheckpointError(f"{f} is missing")
             if f.stat().st_size != size or _sha256(f) != digest:
                 raise CheckpointError(f"{f} does not match its checksum (damaged)")
-    read_state(folder)
+    state = read_state(folder)
+    if not man.is_file() and state.get("format", 1) >= 2:
+        raise CheckpointError(f"{man} is missing (damaged checkpoint)")
 
 
 def write_checkpoint(folder: Path, nets: dict[str, nn.Module], optim: dict[str, Any],

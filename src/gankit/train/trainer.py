@@ -542,7 +542,8 @@ class Trainer:
                 optim = {"opts": {k: o.state_dict() for k, o in self.opts.items()},
                          "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
                          "schedules": {k: s.state_dict() for k, s in self.schedules.items()}}
-                state = {"step": self.step, "world": self.dist.world, "time": time.time()}
+                state = {"step": self.step, "world": self.dist.world, "time": time.time(),
+                         "format": 2}  # 2: with manifest.json (checksums)
                 ckpt.write_checkpoint(folder, self.checkpoint_modules(), optim, state)
                 final = ckpt.publish(run_dir, folder, self.step, self.cfg.train.keep_ckpts)
         except OSError as e:
