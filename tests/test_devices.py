@@ -3,8 +3,11 @@ only rank 0 prints; a run resumes with another number of processes (issue 10, it
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -47,7 +50,7 @@ def test_strip_devices():
     assert strip_devices(["resume", "r", "--devices=4"]) == ["resume", "r"]
 
 
-def test_devices_2_trains_then_resumes_with_1_and_again_with_2(tmp_path):
+def test_devices_2_trains_then_resumes_with_1(tmp_path):
     run = tmp_path / "run"
     r = gankit("train", *ARGS, "--steps", "4", "--devices", "2", "--out", run)
     assert r.returncode == 0, r.stderr
@@ -85,3 +88,26 @@ def test_an_error_under_devices_is_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error:") and "divisible" in lines[0], lines
     r = gankit("train", *ARGS, "--devices", "0", "--out", tmp_path / "r")
     assert r.returncode == 2 and r.stderr.strip().startswith("error: --devices must be >= 1")
+
+
+def test_one_ctrl_c_stops_every_process_at_the_same_checkpointed_step(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "gankit.cli", "train", *ARGS, "--steps", "2000",
+                             "--devices", "2", "--out", str(run)], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    latest = run / "checkpoints" / "latest"
+    for _ in range(1200):
+        if latest.exists() and latest.read_text().strip() != "step_00000000":
+            break
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # to the launcher, as a terminal's Ctrl-C would be
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "checkpoint saved" in lines[0], lines
+    step = int(re.search(r"step (\d+)", lines[0]).group(1))
+    ck = run / "checkpoints" / f"step_{step:08d}"
+    assert state(run, step)["world"] == 2 and (ck / "rng_1.pt").exists()
+    assert not (run / ".lock").exists()
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"

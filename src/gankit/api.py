@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import numbers
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -159,7 +161,9 @@ def _layers(config: str | Path | dict | None, overrides: dict | list[str] | None
 def default_out(model: str, data: str) -> Path:
     stem = Path(data.split(":", 1)[-1]).name if ("/" in data or "." in data or ":" in data) \
         else data
-    return Path("runs") / f"{model}-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # one stamp for all the processes of a --devices launch (they may start seconds apart)
+    stamp = os.environ.get("GANKIT_RUN_STAMP") or time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{model}-{stem}-{stamp}"
 
 
 def _callbacks(run_dir: Path | None, cfg: Config, total: int, progress: bool,
@@ -533,7 +537,7 @@ def evaluate_run(run_dir: str | Path, *, metrics: list[str] | None = None, n: in
     """
     from .metrics.evaluate import RUN_METRICS, check_metric_names, default_metrics
 
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ConfigError(f"n (the number of samples) must be a positive integer, got {n!r}")
     rd = RunDir(run_dir)
     cfg, info = _read_config(rd.path)

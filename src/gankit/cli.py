@@ -413,7 +413,15 @@ def main(argv: list[str] | None = None) -> None:
     if os.environ.get("RANK", "0") != "0" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (only rank 0 prints)
     try:
-        cli.main(args=argv, prog_name="gankit", standalone_mode=False)
+        ok = False
+        try:
+            cli.main(args=argv, prog_name="gankit", standalone_mode=False)
+            ok = True
+        finally:
+            if "WORLD_SIZE" in os.environ:
+                from .train.distributed import shutdown
+
+                shutdown(ok)
     except GankitError as e:
         click.echo(f"error: {_one_line(e)}", err=True)
         sys.exit(e.exit_code)

@@ -70,7 +70,8 @@ def launch(argv: list[str], n: int) -> int:
     port = _free_port()
     base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
             "WORLD_SIZE": str(n), "LOCAL_WORLD_SIZE": str(n), "GROUP_RANK": "0",
-            "PYTHONUNBUFFERED": "1"}
+            "PYTHONUNBUFFERED": "1",
+            "GANKIT_RUN_STAMP": time.strftime("%Y%m%d-%H%M%S")}  # one default --out for all
     if "OMP_NUM_THREADS" not in base:  # n processes share the cores
         base["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
     cmd = [sys.executable, "-m", "gankit.cli", *strip_devices(argv)]
