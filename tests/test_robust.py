@@ -78,6 +78,10 @@ def final(run_dir: Path) -> Path:
     (["--set", "train.ema_decay=2"], "train.ema_decay"),
     (["--set", "train.eval_metrics=[fdi]", "--eval-every", "2"], "did you mean 'fid'"),
     (["--batch-size", "5000"], "larger than the dataset"),
+    (["--set", "model.latent_dim=-1"], "latent_dim must be >= 1"),
+    (["--set", "model.width=0"], "width must be >= 1"),
+    (["--set", "optim.betas_d=[2,0.9]"], "optim.betas_d"),
+    (["--set", "loss.lambda_gp=-1"], "loss.lambda_gp"),
 ])
 def test_bad_values_fail_before_anything_is_written(capsys, tmp_path, extra, match):
     code, _, err = cli(capsys, "train", "dcgan", "--data", "digits", "--steps", "2", *TINY,

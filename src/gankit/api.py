@@ -285,7 +285,13 @@ def build_model(cfg: Config, info: dict[str, Any]) -> ModelFamily:
     family = get_family(cfg.model["name"])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
-        return family(cfg, info)
+        try:
+            return family(cfg, info)
+        except (RuntimeError, ValueError, IndexError) as e:  # sizes the networks cannot take
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            raise ConfigError(f"model '{cfg.model['name']}' cannot be built from model.* = "
+                              f"{ {k: v for k, v in cfg.model.items() if k != 'name'} } for "
+                              f"data of shape {info.get('shape')}: {first}") from None
 
 
 def init_from(model: ModelFamily, source: str | Path, names: list[str] | None = None,

@@ -41,6 +41,18 @@ class LossConfig(_Section):
     gp_every: int = 1  # lazy regularisation (StyleGAN2): penalty every k steps, weight x k
     clip: float | None = None  # WGAN weight clipping of D after each D step
 
+    @field_validator("lambda_gp")
+    @classmethod
+    def _weight(cls, v: float) -> float:
+        if not 0 <= v < float("inf"):
+            raise ValueError("must be a finite number >= 0")
+        return v
+
+    @field_validator("clip")
+    @classmethod
+    def _clip(cls, v: float | None) -> float | None:
+        return _positive(v)
+
     @field_validator("gp_every")
     @classmethod
     def _pos(cls, v: int) -> int:
@@ -72,12 +84,24 @@ class NetOptimConfig(_Section):
     def _pos(cls, v: float | None) -> float | None:
         return _positive(v)
 
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        return _betas(v)
+
     @field_validator("weight_decay", "warmup")
     @classmethod
     def _nonneg(cls, v: float | None) -> float | None:
         if v is not None and v < 0:
             raise ValueError("must be >= 0")
         return v
+
+
+def _betas(v: tuple[float, float] | None) -> tuple[float, float] | None:
+    """Adam's (beta1, beta2): each in [0, 1)."""
+    if v is not None and not all(0.0 <= b < 1.0 for b in v):
+        raise ValueError("each beta must be in [0, 1), e.g. [0.5, 0.999]")
+    return v
 
 
 def _positive(v: float | None) -> float | None:
@@ -132,6 +156,11 @@ class OptimConfig(_Section):
     @classmethod
     def _rate(cls, v: float | None) -> float | None:
         return _positive(v)
+
+    @field_validator("betas", "betas_g", "betas_d")
+    @classmethod
+    def _betas(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        return _betas(v)
 
     @field_validator("min_lr_ratio")
     @classmethod
@@ -442,6 +471,8 @@ def _format_validation(e: ValidationError, prefix: str = "") -> str:
     err = e.errors()[0]
     loc = ".".join(str(x) for x in err["loc"])
     msg = str(err["msg"]).splitlines()[0].removeprefix("Value error, ")
+    if not loc:  # a rule over several keys (a model validator)
+        return f"invalid {prefix.rstrip('.') or 'config'} config: {msg}"
     return f"invalid config value for '{prefix}{loc}': {msg} (got {_short(err.get('input'))})"
 
 
