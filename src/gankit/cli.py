@@ -4,6 +4,7 @@ overrides any key, unknown keys are rejected. User errors print one line and exi
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def _launched(devices: int | None) -> bool:
     from .launch import check_devices, launch
 
     check_devices(devices)
-    if devices == 1 or "WORLD_SIZE" in __import__("os").environ:
+    if devices == 1 or "WORLD_SIZE" in os.environ:
         return False
     sys.exit(launch(_ARGV, devices))
 
@@ -160,14 +161,14 @@ def sample(run_dir: Path, n: int, out: Path, seed: int, labels: str | None,
     _write_output(x, out, n)
 
 
-def _check_target(out: Path) -> None:
+def _check_target(out: Path, file: bool = False) -> None:
     """Refuse, before any work, an output path that cannot be written: a folder where a file
-    is meant, a file where a folder is meant, a file as a parent, a read-only folder."""
-    import os
-
+    is meant, a file where a folder is meant, a file as a parent, a read-only folder.
+    ``file``: the output is one file whatever its name (eval, report); otherwise a .png/.npy
+    name is a file and any other a folder of images."""
     from .errors import ConfigError
 
-    as_file = out.suffix in (".png", ".npy", ".json", ".html")
+    as_file = file or out.suffix in (".png", ".npy")
     if as_file and out.is_dir():
         raise ConfigError(f"--out {out} is a folder; give a file name")
     if not as_file and out.exists() and not out.is_dir():
@@ -326,7 +327,7 @@ def eval_cmd(run_dir: Path | None, metrics: str | None, n: int, features: str | 
     from .metrics.evaluate import evaluate_sets
 
     opts = {"path": str(inception_weights)} if inception_weights else None
-    _check_target(out if out is not None else (run_dir or Path(".")) / "eval.json")
+    _check_target(out if out is not None else (run_dir or Path(".")) / "eval.json", file=True)
     if run_dir is not None:
         if real or fake:
             raise ConfigError("give either RUN_DIR or --real/--fake, not both")
@@ -396,7 +397,7 @@ def report(run_dir: Path, out: Path | None) -> None:
     """Write one self-contained HTML report of RUN_DIR (curves, samples, diagnoses, protocol)."""
     from .report import write_report
 
-    _check_target(out if out is not None else run_dir / "report.html")
+    _check_target(out if out is not None else run_dir / "report.html", file=True)
     path = write_report(run_dir, out)
     _console().print(f"wrote {path}")
 
@@ -406,8 +407,6 @@ def main(argv: list[str] | None = None) -> None:
     unwritable path, a full disk) -> ``error: ...``, exit code 2; Ctrl-C -> what was saved,
     exit 130; a bug -> one line naming it, exit 1 (``GANKIT_DEBUG=1`` shows the traceback).
     Under a multi-process launch only rank 0 writes to stdout."""
-    import os
-
     global _ARGV
     _ARGV = list(argv) if argv is not None else sys.argv[1:]
     if os.environ.get("RANK", "0") != "0" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
