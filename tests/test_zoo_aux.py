@@ -23,6 +23,7 @@ from gankit.models.infogan import info_nll
 from gankit.models.sgan import choose_labelled, real_logit
 from gankit.models.ssgan import rotate4
 from gankit.registry import MODELS
+from gankit.train.checkpoint import write_manifest
 from gankit.train.trainer import Trainer
 
 FAST = {"train.log_every": 1, "train.ckpt_every": 2, "train.sample_every": 100,
@@ -104,6 +105,7 @@ def test_sgan_subset_is_checkpointed_and_kept_on_resume(tiny_images, tmp_path):
     planted = choose_labelled(y, 12, 3, seed=99)
     assert not torch.equal(planted, stored)
     save_file({"labelled_idx": planted}, ck / "family.safetensors")
+    write_manifest(ck)  # a checkpoint that holds this subset, not a damaged one
     run2 = gankit.resume(run.run_dir, steps=4, progress=False)
     assert torch.equal(run2.model.labelled_idx.cpu(), planted)
     last = load_file(run.run_dir / "checkpoints" / "step_00000004" / "family.safetensors")

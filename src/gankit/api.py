@@ -3,13 +3,18 @@ over these."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import numbers
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from torch import Tensor, nn
 
 from .config import Config, load_config_file, parse_overrides, resolve_config
@@ -23,8 +28,13 @@ from .train.callbacks import Evaluator, MetricsLogger, SampleGrids, evaluate_mod
 from .train.distributed import init_distributed
 from .train.trainer import Callback, FamilyBuffers, Trainer, pick_device
 
-#: ``weights=`` choices of :func:`load` (and the legacy names they replace).
-WEIGHTS = {"ema": "ema", "raw": "raw", "best": "best", "G_ema": "ema", "G": "raw"}
+#: ``weights=`` choices of :func:`load` (and the legacy names they replace). Two questions,
+#: which checkpoint and which copy: ``ema`` = the latest intact checkpoint, EMA copies where the
+#: run kept them (the default); ``raw`` = the latest intact checkpoint, the trained weights;
+#: ``last`` = another name for ``ema`` (the latest checkpoint as the run samples it, the
+#: counterpart of ``best``); ``best`` = the weights the evaluator kept in ``best/``
+#: (``train.eval_every``), EMA copies where kept.
+WEIGHTS = {"ema": "ema", "raw": "raw", "last": "ema", "best": "best", "G_ema": "ema", "G": "raw"}
 
 
 class TrainedModel:
@@ -159,7 +169,9 @@ def _layers(config: str | Path | dict | None, overrides: dict | list[str] | None
 def default_out(model: str, data: str) -> Path:
     stem = Path(data.split(":", 1)[-1]).name if ("/" in data or "." in data or ":" in data) \
         else data
-    return Path("runs") / f"{model}-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # one stamp for all the processes of a --devices launch (they may start seconds apart)
+    stamp = os.environ.get("GANKIT_RUN_STAMP") or time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{model}-{stem}-{stamp}"
 
 
 def _callbacks(run_dir: Path | None, cfg: Config, total: int, progress: bool,
@@ -185,20 +197,94 @@ def _callbacks(run_dir: Path | None, cfg: Config, total: int, progress: bool,
 def _fit(trainer: Trainer, run_dir: Path | None, steps: int | None) -> None:
     main = trainer.dist.is_main and run_dir is not None
     rd = RunDir(run_dir) if run_dir is not None else None
+
+    def status(s: str) -> None:
+        if main:
+            with contextlib.suppress(OSError):  # a full disk must not hide the first error
+                rd.write_status(s, step=trainer.step,  # type: ignore[union-attr]
+                                checkpoint_step=trainer.saved_step)
+
     try:
         trainer.fit(steps)
     except KeyboardInterrupt:
-        if main:
-            rd.write_status("interrupted", step=trainer.step)  # type: ignore[union-attr]
+        status("interrupted")
         if run_dir is not None:
-            raise Interrupted(run_dir, trainer.step) from None
+            raise Interrupted(run_dir, trainer.step, trainer.saved_step) from None
         raise
     except BaseException:
-        if main:
-            rd.write_status("failed", step=trainer.step)  # type: ignore[union-attr]
+        status("failed")
         raise
     if main:
-        rd.write_status("finished", step=trainer.step)  # type: ignore[union-attr]
+        rd.write_status("finished", step=trainer.step,  # type: ignore[union-attr]
+                        checkpoint_step=trainer.saved_step)
+
+
+def _check_out(run_dir: Path, overwrite: bool) -> None:
+    """Refuse an ``--out`` that cannot hold a new run, before anything is built or written.
+
+    ``overwrite`` replaces a run directory that holds no checkpoint of a trained step (one that
+    failed or was stopped before its first, or holds only the step-0 one); a run with trained
+    checkpoints is never overwritten, and neither is a folder that is not a gankit run.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is a file; give a folder for the run")
+    for parent in run_dir.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"--out {run_dir}: {parent} is a file, not a folder")
+            break
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return
+    rd = RunDir(run_dir)
+    if not (rd.exists() or rd.run_json.exists()):
+        raise ConfigError(f"{run_dir} already exists, is not empty and is not a gankit run; "
+                          f"choose another --out")
+    if ckpt.has_checkpoint(run_dir, trained=True):
+        if overwrite:
+            raise ConfigError(f"--overwrite refused: {run_dir} holds checkpoints; continue it "
+                              f"with: gankit resume {run_dir}, or choose another --out")
+        raise ConfigError(f"{run_dir} already holds a run; continue it with: gankit resume "
+                          f"{run_dir}, or choose another --out")
+    if not overwrite:
+        try:
+            status = rd.read_info().get("status", "unknown")
+        except CheckpointError:
+            status = "unknown"
+        raise ConfigError(f"{run_dir} holds a run with no trained checkpoint (status "
+                          f"{status}); start again there with --overwrite, or continue its "
+                          f"saved config with: gankit resume {run_dir}")
+
+
+@contextlib.contextmanager
+def _run_dir_for_writing(run_dir: Path, overwrite: bool):  # type: ignore[no-untyped-def]
+    """Create ``run_dir``, hold its lock, and (``overwrite``) empty it; a folder this call
+    created is removed again when it cannot be used. Errors are one-line ConfigErrors."""
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the run directory {run_dir} "
+                          f"({e.strerror or e})") from None
+    rd = RunDir(run_dir)
+    try:
+        lock = rd.locked()
+        lock.__enter__()
+    except OSError as e:
+        if created:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
+        raise ConfigError(f"cannot write in the run directory {run_dir} "
+                          f"({e.strerror or e})") from None
+    try:
+        if overwrite:
+            import shutil
+
+            for p in run_dir.iterdir():
+                if p != rd.lock_file:
+                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        yield rd
+    finally:
+        lock.__exit__(None, None, None)
 
 
 def _load_data(cfg: Config, announce: bool = False) -> Dataset:
@@ -244,7 +330,13 @@ def build_model(cfg: Config, info: dict[str, Any]) -> ModelFamily:
                                             what=f"the images of '{info.get('name')}'")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
-        return family(cfg, info)
+        try:
+            return family(cfg, info)
+        except (RuntimeError, ValueError, IndexError) as e:  # sizes the networks cannot take
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            raise ConfigError(f"model '{cfg.model['name']}' cannot be built from model.* = "
+                              f"{ {k: v for k, v in cfg.model.items() if k != 'name'} } for "
+                              f"data of shape {info.get('shape')}: {first}") from None
 
 
 def init_from(model: ModelFamily, source: str | Path, names: list[str] | None = None,
@@ -283,13 +375,16 @@ def train(model: str | ModelFamily = "dcgan", data: str | Dataset = "mnist5k", *
           steps: int | None = None, batch_size: int | None = None, seed: int | None = None,
           out: str | Path | None = None, config: str | Path | dict | None = None,
           overrides: dict | list[str] | None = None, callbacks: list[Callback] | None = None,
-          progress: bool = True, save: bool = True, init_from_run: str | Path | None = None
-          ) -> Run:
+          progress: bool = True, save: bool = True, init_from_run: str | Path | None = None,
+          overwrite: bool = False) -> Run:
     """Train a registered model (by name) or a :class:`gankit.GAN` of your networks.
 
     ``overrides`` are config keys, as ``["optim.lr_g=1e-4"]`` or ``{"optim.lr_g": 1e-4}``.
     With ``save=False`` nothing is written to disk. ``init_from_run`` starts from another run's
     networks (``train.init_from``; ``train.init_nets``/``train.freeze`` choose and freeze them).
+    ``overwrite`` reuses an ``out`` that holds a run without a checkpoint of any trained step
+    (one that failed or was stopped before its first); a run with one is refused. The run directory is
+    locked while training (``.lock``: a second writer is refused).
     Returns a :class:`Run`; the trained model is ``run.generator`` (EMA weights)::
 
         run = gankit.train("dcgan", "mnist5k", steps=2000)
@@ -336,20 +431,19 @@ def train(model: str | ModelFamily = "dcgan", data: str | Dataset = "mnist5k", *
     if save:
         name = cfg.model["name"]
         run_dir = Path(out) if out is not None else default_out(name, cfg.data.name)
-        if dist_info.is_main and run_dir.exists() and any(run_dir.iterdir()):
-            raise ConfigError(f"{run_dir} already exists and is not empty; choose another "
-                              f"--out or continue it with: gankit resume {run_dir}")
+        if dist_info.is_main:
+            _check_out(run_dir, overwrite)
     total = cfg.train.steps
     # Build (and so validate) everything before the run directory exists: a config the
     # networks, phases or optimizers refuse leaves nothing behind to block --out.
     tr = Trainer(cfg, fam, ds, run_dir, [*_callbacks(run_dir, cfg, total, progress, ds, fam),
                                          *(callbacks or [])], dist_info)
-    if run_dir is not None and dist_info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        rd = RunDir(run_dir)
-        rd.write_config(cfg.to_dict())
-        rd.write_status("running", data_info=info)
-    _fit(tr, run_dir, total)
+    with contextlib.ExitStack() as stack:
+        if run_dir is not None and dist_info.is_main:
+            rd = stack.enter_context(_run_dir_for_writing(run_dir, overwrite))
+            rd.write_config(cfg.to_dict())
+            rd.write_status("running", data_info=info, world=dist_info.world)
+        _fit(tr, run_dir, total)
     return Run(run_dir, cfg, fam, tr, ds)
 
 
@@ -365,43 +459,93 @@ def _read_config(run_dir: Path) -> tuple[Config, dict[str, Any]]:
 
 def resume(run_dir: str | Path, *, steps: int | None = None, progress: bool = True,
            callbacks: list[Callback] | None = None, data: str | None = None) -> Run:
-    """Continue a run from its latest checkpoint; with the same seed the result is bit-identical
-    (on CPU) to a run that was never interrupted. ``steps`` raises the total; ``data`` gives
-    the run's data at a new place (it must have the run's shape; it is recorded)."""
+    """Continue a run from its newest intact checkpoint; with the same seed and number of
+    processes the result is bit-identical (on CPU) to a run that was never interrupted.
+
+    ``steps`` raises the total; ``data`` gives the run's data at a new place (it must have the
+    run's shape; the new place is recorded). Everything is checked (config, checkpoint, data,
+    steps) before anything is written: a refused resume leaves the run directory as it was. The
+    run directory is locked while training, so a run still training is refused. A damaged
+    newest checkpoint is skipped for the newest intact one (one line on stderr says so); a run
+    that stopped before its first checkpoint is trained again from step 0 with its saved
+    config. A different number of processes than the checkpoint's (``--devices``) continues
+    from the same weights, optimizer state, step and data position, but not bit for bit
+    (:meth:`Trainer.load_checkpoint`).
+    """
     run_dir = Path(run_dir)
     cfg, info = _read_config(run_dir)
-    folder = ckpt.latest_checkpoint(run_dir)
-    if steps is not None:
-        cfg.train.steps = steps
-        RunDir(run_dir).write_config(cfg.to_dict())
     if data is not None:
         cfg.data.name = absolute_data(data)
-    ds = _load_data(cfg)
-    if ds.describe()["shape"] != info["shape"]:
-        raise CheckpointError(f"the data '{cfg.data.name}' now has shape {ds.describe()['shape']}, "
-                              f"the run was trained on {info['shape']}")
-    if data is not None:
-        RunDir(run_dir).write_config(cfg.to_dict())
-    fam = build_model(cfg, info)
     dist_info = init_distributed(pick_device(cfg.train.device).type)
-    tr = Trainer(cfg, fam, ds, run_dir, [*_callbacks(run_dir, cfg, cfg.train.steps, progress, ds,
-                                                     fam), *(callbacks or [])], dist_info)
-    tr.load_checkpoint(folder)
-    if dist_info.is_main:
-        RunDir(run_dir).write_status("running")
-    _fit(tr, run_dir, cfg.train.steps)
+    with contextlib.ExitStack() as stack:
+        if dist_info.is_main:
+            stack.enter_context(_locked(run_dir))
+        folder: Path | None
+        if ckpt.has_checkpoint(run_dir):
+            folder = ckpt.latest_checkpoint(run_dir)
+            at = ckpt.read_state(folder)["step"]
+        else:
+            folder, at = None, 0
+            if dist_info.is_main:
+                print(f"note: {run_dir} has no checkpoint (it stopped before its first); "
+                      f"training it again from step 0 with its saved config", file=sys.stderr)
+        if steps is not None:
+            if steps < at:
+                raise ConfigError(f"--steps {steps} is below the step of the checkpoint ({at}); "
+                                  f"give a total of at least {at}")
+            try:
+                cfg.train.steps = steps
+            except ValidationError as e:
+                raise ConfigError(f"--steps {steps}: {e.errors()[0]['msg']}") from None
+        ds = _load_data(cfg)
+        if ds.describe()["shape"] != info["shape"]:
+            raise CheckpointError(f"the data '{cfg.data.name}' now has shape "
+                                  f"{ds.describe()['shape']}, the run was trained on "
+                                  f"{info['shape']}")
+        fam = build_model(cfg, info)
+        tr = Trainer(cfg, fam, ds, run_dir, [*_callbacks(run_dir, cfg, cfg.train.steps, progress,
+                                                         ds, fam), *(callbacks or [])], dist_info)
+        if folder is not None:
+            tr.load_checkpoint(folder)
+        # Everything is validated: only now is the run directory written.
+        if dist_info.is_main:
+            rd = RunDir(run_dir)
+            if steps is not None or data is not None:
+                rd.write_config(cfg.to_dict())
+            rd.write_status("running", world=dist_info.world)
+        _fit(tr, run_dir, cfg.train.steps)
     return Run(run_dir, cfg, fam, tr, ds)
+
+
+@contextlib.contextmanager
+def _locked(run_dir: Path):  # type: ignore[no-untyped-def]
+    """The run directory's writer lock, an unwritable folder as a one-line error."""
+    try:
+        lock = RunDir(run_dir).locked()
+        lock.__enter__()
+    except OSError as e:
+        raise ConfigError(f"cannot write in the run directory {run_dir} "
+                          f"({e.strerror or e})") from None
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
 
 
 def load(run_dir: str | Path, *, weights: str = "ema", device: str = "cpu",
          model: ModelFamily | None = None) -> TrainedModel:
     """The whole trained model of a run (safetensors only, never pickle), in eval mode.
 
-    ``weights``: ``ema`` (default: every network's EMA copy substituted where the run kept one),
-    ``raw`` (the trained weights) or ``best`` (those the evaluator kept, ``train.eval_every``);
-    ``G_ema``/``G`` are accepted for ``ema``/``raw``. Every network is loaded, frozen ones and
-    the family's own buffers included. ``model``: your :class:`gankit.GAN` for runs of custom
-    networks. ``run_dir`` may also be a folder written by ``gankit export``.
+    ``weights`` (which checkpoint, which copy): ``ema`` (default: the latest intact checkpoint,
+    every network's EMA copy substituted where the run kept one), ``raw`` (the latest intact
+    checkpoint, the trained weights), ``last`` (another name for ``ema``: the latest checkpoint
+    as the run samples it, the counterpart of ``best``) or ``best`` (those the evaluator kept,
+    ``train.eval_every``, EMA copies where kept); ``G_ema``/``G`` are accepted for
+    ``ema``/``raw``. Checkpoints are verified against their checksums; a damaged newest one is
+    skipped for the newest intact one (one line on stderr). Every network is loaded, frozen
+    ones and the family's own buffers included. ``model``: your :class:`gankit.GAN` for runs
+    of custom networks. ``run_dir`` may also
+    be a folder written by ``gankit export``.
     """
     from .export import is_export, load_export
 
@@ -409,9 +553,10 @@ def load(run_dir: str | Path, *, weights: str = "ema", device: str = "cpu",
         return load_export(run_dir, weights=weights, device=device)
     rd = RunDir(run_dir)
     if weights not in WEIGHTS:
-        raise ConfigError(f"weights must be ema, raw or best, got '{weights}'")
+        raise ConfigError(f"weights must be ema, raw, last or best, got '{weights}'")
     kind = WEIGHTS[weights]
-    folder = rd.best if kind == "best" else ckpt.latest_checkpoint(rd.path)
+    latest = ckpt.latest_checkpoint(rd.path) if kind != "best" else None
+    folder = rd.best if kind == "best" else latest
     if kind == "best" and not (folder / "best.json").exists():
         raise CheckpointError(f"{rd.path} has no best weights (train with --eval-every N to keep "
                               f"them)")
@@ -434,7 +579,7 @@ def load(run_dir: str | Path, *, weights: str = "ema", device: str = "cpu",
     for k, net in frozen.items():
         ckpt.load_into(net, rd.frozen / f"{k}.safetensors")
     if model.family_buffers():
-        latest = ckpt.latest_checkpoint(rd.path)
+        latest = latest or ckpt.latest_checkpoint(rd.path)
         ckpt.load_into(FamilyBuffers(model), latest / "family.safetensors")
     model.to(dev).eval()
     return TrainedModel(model, dev)
@@ -453,6 +598,8 @@ def evaluate_run(run_dir: str | Path, *, metrics: list[str] | None = None, n: in
     """
     from .metrics.evaluate import RUN_METRICS, check_metric_names, default_metrics
 
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ConfigError(f"n (the number of samples) must be a positive integer, got {n!r}")
     rd = RunDir(run_dir)
     cfg, info = _read_config(rd.path)
     ds = _load_data(cfg)
@@ -492,7 +639,7 @@ def evaluate_run(run_dir: str | Path, *, metrics: list[str] | None = None, n: in
     res["protocol"] |= {"run": str(rd.path), "weights": weights, "dataset": ds.name,
                         "split": split,
                         "checkpoint": (rd.best if WEIGHTS[weights] == "best"
-                                       else ckpt.latest_checkpoint(rd.path)).name}
+                                       else ckpt.latest_checkpoint(rd.path, quiet=True)).name}
     if write:
         from .rundir import atomic_write_json
 

@@ -4,6 +4,7 @@ overrides any key, unknown keys are rejected. User errors print one line and exi
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -39,15 +40,23 @@ def cli() -> None:
 @click.option("--image-size", type=int, default=None,
               help="Resize images to N x N (data.image_size; default: chosen from the data).")
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
+@click.option("--overwrite", is_flag=True,
+              help="Reuse an --out that holds a run with no checkpoint (one that failed or was "
+                   "stopped early); a run with checkpoints is never overwritten.")
+@click.option("--devices", type=int, default=None,
+              help="Train in N processes (one per GPU; on CPU, N gloo processes) with data "
+                   "parallelism; only the first prints.")
 def train(model: str, data: str | None, steps: int | None, batch_size: int | None,
           seed: int | None, out: Path | None, config: Path | None, sets: tuple[str, ...],
           eval_every: int | None, init_from: Path | None, image_size: int | None,
-          progress: bool) -> None:
+          progress: bool, overwrite: bool, devices: int | None) -> None:
     """Train MODEL (see `gankit models`) on --data."""
     from .api import train as api_train
     from .config import load_config_file
 
     cfg_layer = load_config_file(config) if config else None
+    if _launched(devices):
+        return
     if data is None:
         data = ((cfg_layer or {}).get("data") or {}).get("name") or "mnist5k"
     over = list(sets) + ([f"train.eval_every={eval_every}"] if eval_every is not None else [])
@@ -55,24 +64,41 @@ def train(model: str, data: str | None, steps: int | None, batch_size: int | Non
     with _interruptible():
         run = api_train(model, data, steps=steps, batch_size=batch_size, seed=seed, out=out,
                         config=cfg_layer, overrides=over, progress=progress,
-                        init_from_run=init_from)
+                        init_from_run=init_from, overwrite=overwrite)
     _done(run)
+
+
+_ARGV: list[str] = []  # this invocation's arguments (for --devices to relaunch them)
+
+
+def _launched(devices: int | None) -> bool:
+    """``--devices N`` (N > 1) outside a launch: run this command in N processes, exit with
+    their code. False when this process should do the work itself."""
+    if devices is None:
+        return False
+    from .launch import check_devices, launch
+
+    check_devices(devices)
+    if devices == 1 or "WORLD_SIZE" in os.environ:
+        return False
+    sys.exit(launch(_ARGV, devices))
 
 
 @contextlib.contextmanager
 def _interruptible():
-    """Ctrl-C during training: the Trainer checkpointed; say how to continue, exit 130."""
+    """Ctrl-C during training: say truthfully what was saved and how to continue, exit 130."""
     from .errors import Interrupted
 
     try:
         yield
     except Interrupted as e:
-        click.echo(f"interrupted at step {e.step}; checkpoint saved. Continue with: "
-                   f"gankit resume {e.run_dir}", err=True)
+        click.echo(e.message(), err=True)
         sys.exit(130)
 
 
 def _done(run) -> None:
+    if not run.trainer.dist.is_main:
+        return
     last = next((r for r in reversed(run.metrics()) if "it_s" in r), {})
     c = _console()
     c.print(f"[green]done[/green]: {run.run_dir}  (step {run.trainer.step}, "
@@ -88,28 +114,38 @@ def _done(run) -> None:
 @click.option("--data", "data", default=None,
               help="The run's data at a new place (same shape); recorded for later resumes.")
 @click.option("--progress/--no-progress", default=True)
-def resume(run_dir: Path, steps: int | None, data: str | None, progress: bool) -> None:
-    """Continue RUN_DIR from its latest checkpoint (bit-identical on CPU)."""
+@click.option("--devices", type=int, default=None,
+              help="Continue in N processes (may differ from the run's: same weights, optimizer "
+                   "and data position, not bit-identical).")
+def resume(run_dir: Path, steps: int | None, data: str | None, progress: bool,
+           devices: int | None) -> None:
+    """Continue RUN_DIR from its newest intact checkpoint (bit-identical on CPU with the same
+    number of processes). Nothing is written unless everything checks out."""
     from .api import resume as api_resume
 
+    if _launched(devices):
+        return
     with _interruptible():
         run = api_resume(run_dir, steps=steps, progress=progress, data=data)
     _done(run)
 
 
-WEIGHT_CHOICES = click.Choice(["ema", "raw", "best", "G_ema", "G"])
+WEIGHT_CHOICES = click.Choice(["ema", "raw", "last", "best", "G_ema", "G"])
+WEIGHTS_HELP = ("ema: the latest checkpoint's EMA copies (where kept), raw: its trained weights, "
+                "last: same as ema, best: those kept by --eval-every. A damaged latest "
+                "checkpoint is skipped for the newest intact one.")
 
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--n", "n", type=int, default=64, show_default=True)
+@click.option("--n", "n", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("samples.png"), show_default=True,
               help="A .png grid, a folder (one PNG per image) or a .npy file.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--labels", type=str, default=None, help="Class for conditional models: one int or a comma list.")
 @click.option("--truncation", type=float, default=None, help="GANs: redraw latent components with |z| above this.")
 @click.option("--weights", type=WEIGHT_CHOICES, default="ema", show_default=True,
-              help="ema: the EMA copies, raw: the trained weights, best: those kept by --eval-every.")
+              help=WEIGHTS_HELP)
 @click.option("--interpolate", type=int, default=None, metavar="K",
               help="Write a latent interpolation grid (K slerp steps per row) to --out (.png) and a GIF beside it.")
 @click.option("--rows", type=int, default=4, show_default=True, help="With --interpolate: rows (pairs of seeds).")
@@ -119,6 +155,7 @@ def sample(run_dir: Path, n: int, out: Path, seed: int, labels: str | None,
     from .api import load
     from .errors import ConfigError
 
+    _check_target(out)
     g = load(run_dir, weights=weights)
     g.model.require("sample")
     lab = None
@@ -136,6 +173,27 @@ def sample(run_dir: Path, n: int, out: Path, seed: int, labels: str | None,
     opts = {"truncation": truncation} if truncation is not None else {}
     x = g.sample(n, seed=seed, labels=lab, **opts)
     _write_output(x, out, n)
+
+
+def _check_target(out: Path, file: bool = False) -> None:
+    """Refuse, before any work, an output path that cannot be written: a folder where a file
+    is meant, a file where a folder is meant, a file as a parent, a read-only folder.
+    ``file``: the output is one file whatever its name (eval, report); otherwise a .png/.npy
+    name is a file and any other a folder of images."""
+    from .errors import ConfigError
+
+    as_file = file or out.suffix in (".png", ".npy")
+    if as_file and out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file name")
+    if not as_file and out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder, a .png or a .npy")
+    parent = out.parent if as_file or not out.exists() else out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"--out {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: {parent} is not writable")
 
 
 def _write_output(x, out: Path, n: int, names: list[str] | None = None) -> None:
@@ -165,14 +223,16 @@ def _write_output(x, out: Path, n: int, names: list[str] | None = None) -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="A folder (one PNG per input, same names), a .png grid or a .npy file.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of any randomness (pix2pix's dropout).")
-@click.option("--weights", type=WEIGHT_CHOICES, default="ema", show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--weights", type=WEIGHT_CHOICES, default="ema", show_default=True,
+              help=WEIGHTS_HELP)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 def translate(run_dir: Path, input_: Path, out: Path, seed: int, weights: str,
               batch_size: int) -> None:
     """Translate images with RUN_DIR's model (pix2pix, CycleGAN, ...)."""
     from .api import load
     from .data.inputs import read_inputs
 
+    _check_target(out)
     g = load(run_dir, weights=weights)
     g.model.require("translate")
     x, names = read_inputs(input_, g.model.info)
@@ -284,7 +344,7 @@ def _parse_list(text: str | None) -> list[str] | None:
 @cli.command(name="eval")
 @click.argument("run_dir", type=click.Path(path_type=Path), required=False)
 @click.option("--metrics", default=None, help="Comma list of fid,fid-inf,kid,is,pr,dc,modes,stacked-modes,mem (any two sets) and cas,aug (runs of conditional models); default by data.")
-@click.option("--n", "n", type=int, default=5000, show_default=True, help="Generated (and at most real) samples.")
+@click.option("--n", "n", type=click.IntRange(min=1), default=5000, show_default=True, help="Generated (and at most real) samples.")
 @click.option("--features", default=None, help="raw, random-cnn, lenet-mnist, inception-v3 (default by data).")
 @click.option("--inception-weights", type=click.Path(path_type=Path), default=None,
               help="The FID Inception weights file (or set GANKIT_INCEPTION_WEIGHTS); never downloaded.")
@@ -294,9 +354,11 @@ def _parse_list(text: str | None) -> list[str] | None:
 @click.option("--fake", type=str, default=None, help="With --real: image folder or .npy/.npz of samples.")
 @click.option("--image-size", type=int, default=None, help="Resize both sets (with --real/--fake).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Where to write eval.json.")
+@click.option("--weights", type=WEIGHT_CHOICES, default="ema", show_default=True,
+              help=WEIGHTS_HELP)
 def eval_cmd(run_dir: Path | None, metrics: str | None, n: int, features: str | None,
              inception_weights: Path | None, split: str, seed: int, real: str | None,
-             fake: str | None, image_size: int | None, out: Path | None) -> None:
+             fake: str | None, image_size: int | None, out: Path | None, weights: str) -> None:
     """Evaluate RUN_DIR's generator, or two sample sets given with --real and --fake."""
     import json
 
@@ -305,11 +367,13 @@ def eval_cmd(run_dir: Path | None, metrics: str | None, n: int, features: str | 
     from .metrics.evaluate import evaluate_sets
 
     opts = {"path": str(inception_weights)} if inception_weights else None
+    _check_target(out if out is not None else (run_dir or Path(".")) / "eval.json", file=True)
     if run_dir is not None:
         if real or fake:
             raise ConfigError("give either RUN_DIR or --real/--fake, not both")
         res = evaluate_run(run_dir, metrics=_parse_list(metrics), n=n, features=features,
-                           feature_options=opts, split=split, seed=seed, write=out is None)
+                           feature_options=opts, split=split, seed=seed, weights=weights,
+                           write=out is None)
         dest = out or run_dir / "eval.json"
     else:
         if not (real and fake):
@@ -368,27 +432,61 @@ def report(run_dir: Path, out: Path | None) -> None:
     """Write one self-contained HTML report of RUN_DIR (curves, samples, diagnoses, protocol)."""
     from .report import write_report
 
+    _check_target(out if out is not None else run_dir / "report.html", file=True)
     path = write_report(run_dir, out)
     _console().print(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors -> one message, exit code 2; Ctrl-C -> checkpoint, exit 130."""
+    """Entry point. Every way out is one line on stderr at most: user errors (bad input, an
+    unwritable path, a full disk) -> ``error: ...``, exit code 2; Ctrl-C -> what was saved,
+    exit 130; a bug -> one line naming it, exit 1 (``GANKIT_DEBUG=1`` shows the traceback).
+    Under a multi-process launch only rank 0 writes to stdout."""
+    global _ARGV
+    _ARGV = list(argv) if argv is not None else sys.argv[1:]
+    if os.environ.get("RANK", "0") != "0" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (only rank 0 prints)
     try:
-        cli.main(args=argv, prog_name="gankit", standalone_mode=False)
+        ok = False
+        try:
+            cli.main(args=argv, prog_name="gankit", standalone_mode=False)
+            ok = True
+        finally:
+            if "WORLD_SIZE" in os.environ:
+                from .train.distributed import shutdown
+
+                shutdown(ok)
     except GankitError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {_one_line(e)}", err=True)
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:
+        cmd = e.ctx.command_path if e.ctx is not None else "gankit"
+        click.echo(f"error: {_one_line(e.format_message())} (see: {cmd} --help)", err=True)
+        sys.exit(2)
     except click.ClickException as e:
-        e.show()
+        click.echo(f"error: {_one_line(e.format_message())}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        click.echo("interrupted: a checkpoint was saved; continue with `gankit resume RUN_DIR`",
-                   err=True)
+        click.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as e:  # an unwritable or full disk, a path that is not what it should be
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        click.echo(f"error: cannot read or write{where}: {e.strerror or e}", err=True)
+        sys.exit(2)
+    except Exception as e:  # a bug: still one line, the traceback on request
+        if os.environ.get("GANKIT_DEBUG"):
+            raise
+        click.echo(f"error: internal error {type(e).__name__}: {_one_line(str(e))} (a bug in "
+                   f"gankit; GANKIT_DEBUG=1 shows the traceback)", err=True)
+        sys.exit(1)
+
+
+def _one_line(text: object) -> str:
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return " ".join(lines)[:500] if lines else type(text).__name__
 
 
 # Commands that live in modules of their own, one per area.

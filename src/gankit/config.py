@@ -61,6 +61,18 @@ class LossConfig(_Section):
     gp_every: int = 1  # lazy regularisation (StyleGAN2): penalty every k steps, weight x k
     clip: float | None = None  # WGAN weight clipping of D after each D step
 
+    @field_validator("lambda_gp")
+    @classmethod
+    def _weight(cls, v: float) -> float:
+        if not 0 <= v < float("inf"):
+            raise ValueError("must be a finite number >= 0")
+        return v
+
+    @field_validator("clip")
+    @classmethod
+    def _clip(cls, v: float | None) -> float | None:
+        return _positive(v)
+
     @field_validator("gp_every")
     @classmethod
     def _pos(cls, v: int) -> int:
@@ -86,6 +98,37 @@ class NetOptimConfig(_Section):
     warmup: int | None = None
     decay_start: int | None = None
     min_lr_ratio: float | None = None
+
+    @field_validator("lr", "eps")
+    @classmethod
+    def _pos(cls, v: float | None) -> float | None:
+        return _positive(v)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        return _betas(v)
+
+    @field_validator("weight_decay", "warmup")
+    @classmethod
+    def _nonneg(cls, v: float | None) -> float | None:
+        if v is not None and v < 0:
+            raise ValueError("must be >= 0")
+        return v
+
+
+def _betas(v: tuple[float, float] | None) -> tuple[float, float] | None:
+    """Adam's (beta1, beta2): each in [0, 1)."""
+    if v is not None and not all(0.0 <= b < 1.0 for b in v):
+        raise ValueError("each beta must be in [0, 1), e.g. [0.5, 0.999]")
+    return v
+
+
+def _positive(v: float | None) -> float | None:
+    """Learning rates and epsilons: finite and > 0 (a negative rate ascends the loss)."""
+    if v is not None and not (v > 0 and v != float("inf")):
+        raise ValueError("must be a positive finite number")
+    return v
 
 
 class OptimConfig(_Section):
@@ -122,12 +165,22 @@ class OptimConfig(_Section):
             raise ValueError("must be >= 1")
         return v
 
-    @field_validator("warmup")
+    @field_validator("warmup", "weight_decay")
     @classmethod
-    def _nonneg(cls, v: int) -> int:
+    def _nonneg(cls, v: float) -> float:
         if v < 0:
             raise ValueError("must be >= 0")
         return v
+
+    @field_validator("lr", "lr_g", "lr_d", "eps")
+    @classmethod
+    def _rate(cls, v: float | None) -> float | None:
+        return _positive(v)
+
+    @field_validator("betas", "betas_g", "betas_d")
+    @classmethod
+    def _betas(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        return _betas(v)
 
     @field_validator("min_lr_ratio")
     @classmethod
@@ -179,7 +232,7 @@ class TrainConfig(_Section):
     doctor_max_rollbacks: int = 3  # then the run stops with an error
 
     @field_validator("steps", "batch_size", "log_every", "sample_every", "ckpt_every", "keep_ckpts",
-                     "doctor_every")
+                     "doctor_every", "eval_n")
     @classmethod
     def _pos(cls, v: int) -> int:
         if v < 1:
@@ -199,6 +252,33 @@ class TrainConfig(_Section):
         from .tracking import check_trackers
 
         return check_trackers(v)
+
+    @field_validator("ema_decay")
+    @classmethod
+    def _ema(cls, v: float) -> float:
+        if not 0.0 <= v < 1.0:
+            raise ValueError("must be in [0, 1) (e.g. 0.999)")
+        return v
+
+    @field_validator("ema_start", "eval_every")
+    @classmethod
+    def _nonneg_steps(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be >= 0")
+        return v
+
+    @field_validator("eval_metrics")
+    @classmethod
+    def _metrics(cls, v: list[str] | None) -> list[str] | None:
+        """Checked here, not after training: a misspelt name fails before any step."""
+        if v is not None:
+            from .metrics.evaluate import check_metric_names
+
+            try:
+                check_metric_names(v, allow_run=False)
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        return v
 
     @field_validator("doctor_lr_factor")
     @classmethod
@@ -367,27 +447,48 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        d = yaml.safe_load(p.read_text())  # JSON is YAML too
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML/JSON ({e})") from None
+        d = yaml.safe_load(p.read_bytes().decode("utf-8"))  # JSON is YAML too
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a text file (a YAML/JSON config is UTF-8 text)") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot be read ({e.strerror or e})") from None
+    except (yaml.YAMLError, RecursionError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"{p}: not valid YAML/JSON ({first})") from None
     if d is None:
         return {}
     if not isinstance(d, dict):
         raise ConfigError(f"{p}: top level must be a mapping of sections")
-    return d
+    for sec, val in d.items():
+        if not isinstance(sec, str):
+            raise ConfigError(f"{p}: section names are words (model, data, ...), got {sec!r}")
+        if val is not None and not isinstance(val, dict):
+            raise ConfigError(f"{p}: section '{sec}' must be a mapping of keys, got "
+                              f"{_short(val)} (e.g. '{sec}:' then indented 'name: ...')")
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _short(v: Any, n: int = 60) -> str:
+    """``repr(v)`` on one line, cut to ``n`` characters (for error messages)."""
+    r = repr(v).replace("\n", " ")
+    return r if len(r) <= n else r[:n - 3] + "..."
 
 
 def _check_keys(raw: dict[str, Any], model_fields: dict[str, Any]) -> None:
     """Reject unknown sections/keys with a suggestion before pydantic sees them."""
     sections = ["model", *SECTIONS]
     for sec, val in raw.items():
+        if not isinstance(sec, str):
+            raise ConfigError(f"config section names are words, got {_short(sec)}")
         if sec not in sections:
             raise ConfigError(f"unknown config section '{sec}'{did_you_mean(sec, sections)}; "
                               f"sections: {', '.join(sections)}")
         if not isinstance(val, dict):
-            raise ConfigError(f"config section '{sec}' must be a mapping, got {val!r}")
+            raise ConfigError(f"config section '{sec}' must be a mapping, got {_short(val)}")
         fields = list(model_fields) + ["name"] if sec == "model" else list(SECTIONS[sec].model_fields)
         for k in val:
+            if not isinstance(k, str):
+                raise ConfigError(f"config keys of '{sec}' are words, got {_short(k)}")
             if k not in fields:
                 raise ConfigError(f"unknown config key '{sec}.{k}'{did_you_mean(k, fields)}; "
                                   f"keys of '{sec}': {', '.join(sorted(fields))}")
@@ -407,7 +508,10 @@ def _check_keys(raw: dict[str, Any], model_fields: dict[str, Any]) -> None:
 def _format_validation(e: ValidationError, prefix: str = "") -> str:
     err = e.errors()[0]
     loc = ".".join(str(x) for x in err["loc"])
-    return f"invalid config value for '{prefix}{loc}': {err['msg']} (got {err.get('input')!r})"
+    msg = str(err["msg"]).splitlines()[0].removeprefix("Value error, ")
+    if not loc:  # a rule over several keys (a model validator)
+        return f"invalid {prefix.rstrip('.') or 'config'} config: {msg}"
+    return f"invalid config value for '{prefix}{loc}': {msg} (got {_short(err.get('input'))})"
 
 
 def resolve_config(model: str | type | None, *layers: dict[str, Any]) -> Config:

@@ -27,8 +27,21 @@ class CheckpointError(GankitError):
 
 
 class Interrupted(KeyboardInterrupt):
-    """Training stopped by Ctrl-C after saving a checkpoint (``run_dir``, ``step``)."""
+    """Training stopped by Ctrl-C at ``step`` of ``run_dir``; ``saved`` is the step of the newest
+    checkpoint on disk (``step`` itself after one Ctrl-C, an earlier one after a second Ctrl-C
+    that stopped at once, ``None`` when none was written yet)."""
 
-    def __init__(self, run_dir: object, step: int) -> None:
+    def __init__(self, run_dir: object, step: int, saved: int | None = None) -> None:
         super().__init__(f"interrupted at step {step}")
-        self.run_dir, self.step = run_dir, step
+        self.run_dir, self.step, self.saved = run_dir, step, saved
+
+    def message(self) -> str:
+        """One truthful line: where it stopped, what is saved, how to continue."""
+        if self.saved is None:
+            return (f"interrupted at step {self.step}, before the first checkpoint; "
+                    f"`gankit resume {self.run_dir}` trains it again from step 0")
+        if self.saved == self.step:
+            return (f"interrupted at step {self.step}; checkpoint saved. Continue with: "
+                    f"gankit resume {self.run_dir}")
+        return (f"interrupted at step {self.step} without saving it; the newest checkpoint is "
+                f"step {self.saved}. Continue from there with: gankit resume {self.run_dir}")

@@ -93,7 +93,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, weights: str = "ema",
         raise ConfigError("runs of custom networks (gankit.GAN) cannot be exported: their code is "
                           "yours, not gankit's; save their state_dict from Python")
     if weights not in WEIGHTS:
-        raise ConfigError(f"weights must be ema, raw or best, got '{weights}'")
+        raise ConfigError(f"weights must be ema, raw, last or best, got '{weights}'")
     kind = WEIGHTS[weights]
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -470,7 +470,7 @@ def load_export(path: str | Path, *, weights: str = "ema", device: str = "cpu") 
     path = Path(path)
     m = read_manifest(path)
     if weights not in WEIGHTS:
-        raise ConfigError(f"weights must be ema, raw or best, got '{weights}'")
+        raise ConfigError(f"weights must be ema, raw, last or best, got '{weights}'")
     if WEIGHTS[weights] not in ("ema", m.get("weights")):
         raise ConfigError(f"{path} is an export of the {m.get('weights')} weights only; "
                           f"{weights} weights are in the run it came from")

@@ -15,6 +15,7 @@ Layout::
     run_dir/best/                    the weights kept best by the evaluator, with best.json
     run_dir/eval.json                the last ``gankit eval``
     run_dir/csv/*.csv, run_dir/tb/   the csv and tensorboard trackers' files (gankit.tracking)
+    run_dir/.lock                    held by the one process training the run (pid, host)
 
 Every writer goes through this module: whole files are replaced atomically (temporary file in the
 same folder, fsync, ``os.replace``, fsync of the folder), JSON lines are appended one record per
@@ -25,15 +26,17 @@ either the old or the new file, never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 
 #: JSON-lines streams by name and the file each is appended to (evaluation records share the
 #: metrics file, so curves and the doctor's replay see them in step order).
@@ -69,12 +72,25 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, someone else's
+    return True
+
+
 def read_jsonl(path: Path | None) -> list[dict[str, Any]]:
     """The records of a JSON-lines file ([] when missing); blank and torn lines are skipped."""
     if path is None or not Path(path).exists():
         return []
     out = []
-    for ln in Path(path).read_text().splitlines():
+    # bytes decoded leniently: a line cut inside a multi-byte character is just a torn line
+    for ln in Path(path).read_bytes().decode("utf-8", errors="replace").splitlines():
         if not ln.strip():
             continue
         try:
@@ -142,8 +158,65 @@ class RunDir:
             raise ValueError(f"unknown run stream '{name}'; streams: {', '.join(STREAMS)}")
         return self.path / STREAMS[name]
 
+    @property
+    def lock_file(self) -> Path:
+        return self.path / ".lock"
+
     def exists(self) -> bool:
         return self.config.is_file()
+
+    # -- the writer's lock ---------------------------------------------------------------------
+    def lock_owner(self) -> dict[str, Any] | None:
+        """Who holds the lock, or ``None`` when nobody does: no lock file, or a stale one (its
+        process, on this host, is gone). A lock from another host is taken as live (we cannot
+        see its processes); an unreadable lock file counts as stale."""
+        try:
+            owner = json.loads(self.lock_file.read_bytes().decode("utf-8"))
+            pid, host = int(owner["pid"]), str(owner["host"])
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError, OSError):
+            return None  # torn or foreign content: nobody can hold it
+        if host == socket.gethostname() and not _pid_alive(pid):
+            return None
+        return owner
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the run directory's writer lock for the block (train and resume take it).
+
+        The lock file holds this process's pid and host; it is created exclusively, so two
+        processes cannot both take it. A stale lock (its process died: SIGKILL, power loss) is
+        replaced. A live one is a :class:`ConfigError` naming its owner. Released on exit.
+        """
+        me = {"pid": os.getpid(), "host": socket.gethostname(),
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        for _ in range(3):
+            try:
+                fd = os.open(self.lock_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self.lock_owner()
+                if owner is not None:
+                    raise ConfigError(
+                        f"{self.path} is in use by process {owner['pid']} on {owner['host']} "
+                        f"(since {owner.get('started', '?')}); wait for it to finish or stop it "
+                        f"(a lock left by a process that no longer runs: delete "
+                        f"{self.lock_file})") from None
+                with contextlib.suppress(FileNotFoundError):
+                    self.lock_file.unlink()  # stale
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(me))
+            break
+        else:
+            raise ConfigError(f"could not take the lock {self.lock_file}")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                owner = json.loads(self.lock_file.read_text())
+                if owner.get("pid") == me["pid"] and owner.get("host") == me["host"]:
+                    self.lock_file.unlink()
 
     # -- config and status -------------------------------------------------------------------
     def read_config(self) -> dict[str, Any]:
@@ -155,9 +228,9 @@ class RunDir:
         except FileNotFoundError:
             raise CheckpointError(f"{self.path} is not a gankit run directory (no config.json)") \
                 from None
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{self.config} is corrupt ({e})") from None
-        if not isinstance(raw, dict) or "model" not in raw:
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+            raise CheckpointError(f"{self.config} is corrupt ({type(e).__name__})") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
             raise CheckpointError(f"{self.config} is not a gankit config")
         return raw
 
@@ -169,9 +242,12 @@ class RunDir:
         if not self.run_json.exists():
             return {}
         try:
-            return json.loads(self.run_json.read_text())
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{self.run_json} is corrupt ({e})") from None
+            info = json.loads(self.run_json.read_text())
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+            raise CheckpointError(f"{self.run_json} is corrupt ({type(e).__name__})") from None
+        if not isinstance(info, dict):
+            raise CheckpointError(f"{self.run_json} is corrupt (not a JSON object)")
+        return info
 
     def data_info(self) -> dict[str, Any]:
         info = self.read_info().get("data_info")

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 from torch import Tensor, nn
 
 from ..data.sizes import ANY_SIZE, ImageSizes
@@ -66,10 +66,30 @@ class CapabilityError(ConfigError):
     """A model was asked for something it cannot do (e.g. translating with a DCGAN)."""
 
 
+#: ``model.*`` sizes that must be >= 1 (widths, hidden units, latent dimensions) and counts
+#: that must be >= 0 (layers), whatever the family: checked when the config is resolved, so a
+#: nonsense size is a one-line error rather than a tensor with a negative dimension.
+POSITIVE_SIZES = frozenset({"latent_dim", "width", "max_width", "hidden", "g_hidden", "d_hidden",
+                            "h_dim", "q_hidden", "sphere_dim", "g_width", "d_width"})
+COUNTS = frozenset({"g_layers", "d_layers", "n_layers", "depth", "moments", "unroll_steps"})
+
+
 class Params(BaseModel):
     """Base of every family's hyper-parameters (``model.*`` config keys)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> Params:
+        for k in type(self).model_fields:
+            v = getattr(self, k)
+            if not isinstance(v, int) or isinstance(v, bool):
+                continue
+            if k in POSITIVE_SIZES and v < 1:
+                raise ValueError(f"{k} must be >= 1, got {v}")
+            if k in COUNTS and v < 0:
+                raise ValueError(f"{k} must be >= 0, got {v}")
+        return self
 
 
 @dataclass

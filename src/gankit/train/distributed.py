@@ -82,3 +82,14 @@ def broadcast_state(module: nn.Module, buffers_only: bool = False) -> None:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+def shutdown(ok: bool = True) -> None:
+    """Leave the process group (if joined) before the interpreter exits: a gloo group left to
+    the interpreter's teardown, or torn down while a peer still talks, can abort the process
+    ("terminate called without an active exception"). ``ok``: this process finished normally,
+    so the others are expected at a final barrier."""
+    if dist.is_available() and dist.is_initialized():
+        if ok:
+            dist.barrier()  # leave together: a peer closing its side early can abort the other
+        dist.destroy_process_group()

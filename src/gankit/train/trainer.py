@@ -218,6 +218,7 @@ class Trainer:
         self._phase_cbs: list[Callback] = []
         self._rollback: float | None = None
         self._live = False
+        self.saved_step: int | None = None  # the step of the newest checkpoint on disk
 
     @property
     def run_dir(self) -> Path | None:
@@ -446,7 +447,7 @@ class Trainer:
                         self.save_checkpoint()
                         for cb in cbs:
                             cb.on_checkpoint(self)
-                    if self._stop:
+                    if self._stop_requested():
                         if self.rundir is not None and self.step % self.cfg.train.ckpt_every:
                             self.save_checkpoint()
                         raise KeyboardInterrupt
@@ -455,6 +456,19 @@ class Trainer:
                     signal.signal(signal.SIGINT, old)
                 for cb in cbs:
                     cb.on_train_end(self)
+
+    def _stop_requested(self) -> bool:
+        """Ctrl-C seen by this process, or (under DDP) by any: every process must stop after
+        the same step, or they would wait on different collectives."""
+        if not self.dist.enabled:
+            return self._stop
+        import torch.distributed as dist
+
+        flag = torch.tensor([1.0 if self._stop else 0.0],
+                            device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        self._stop = bool(flag.item())
+        return self._stop
 
     def _install_sigint(self) -> Callable | None:
         """First Ctrl-C: finish the step, checkpoint, stop. Second Ctrl-C: stop at once."""
@@ -518,34 +532,57 @@ class Trainer:
         ckpt.write_weights(self.rundir.frozen, self.frozen)
 
     def save_checkpoint(self) -> Path | None:
+        """Write a checkpoint of the current step (every rank its RNG state, rank 0 the rest).
+
+        A failed write (a full disk, a folder made read-only) removes the partial folder and is
+        a one-line :class:`CheckpointError`; the checkpoints already published stay intact.
+        ``world`` (the number of processes) is recorded in ``state.json``.
+        """
+        import shutil
+
         assert self.rundir is not None
         run_dir = self.rundir.path
         folder = ckpt.tmp_dir(run_dir, self.step)
-        if self.dist.is_main and folder.exists():
-            import shutil
-
-            shutil.rmtree(folder)
+        try:
+            if self.dist.is_main and folder.exists():
+                shutil.rmtree(folder)
+            barrier()
+            ckpt.write_rank_state(folder, self.dist.rank, self.rng_state())
+            barrier()
+            final = None
+            if self.dist.is_main:
+                optim = {"opts": {k: o.state_dict() for k, o in self.opts.items()},
+                         "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
+                         "schedules": {k: s.state_dict() for k, s in self.schedules.items()}}
+                state = {"step": self.step, "world": self.dist.world, "time": time.time(),
+                         "format": 2}  # 2: with manifest.json (checksums)
+                ckpt.write_checkpoint(folder, self.checkpoint_modules(), optim, state)
+                final = ckpt.publish(run_dir, folder, self.step, self.cfg.train.keep_ckpts)
+        except OSError as e:
+            shutil.rmtree(folder, ignore_errors=True)
+            prev = (f"the checkpoint of step {self.saved_step} is intact"
+                    if self.saved_step is not None else "no checkpoint was written before")
+            raise ckpt.CheckpointError(
+                f"could not write the checkpoint of step {self.step} in {run_dir} "
+                f"({e.strerror or e}); {prev}") from None
         barrier()
-        ckpt.write_rank_state(folder, self.dist.rank, self.rng_state())
-        barrier()
-        final = None
-        if self.dist.is_main:
-            optim = {"opts": {k: o.state_dict() for k, o in self.opts.items()},
-                     "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
-                     "schedules": {k: s.state_dict() for k, s in self.schedules.items()}}
-            state = {"step": self.step, "world": self.dist.world, "time": time.time()}
-            ckpt.write_checkpoint(folder, self.checkpoint_modules(), optim, state)
-            final = ckpt.publish(run_dir, folder, self.step, self.cfg.train.keep_ckpts)
-        barrier()
+        self.saved_step = self.step
         return final
 
     def load_checkpoint(self, folder: Path) -> None:
+        """Restore everything a checkpoint holds.
+
+        Resuming with the number of processes that wrote it (``state.json``'s ``world``)
+        continues bit for bit on CPU. With another number it continues correctly from the
+        same weights, EMA copies, optimizer and schedule state, step and data position (the
+        global batches are the same; each process takes another share of them), but not bit
+        for bit: a process that has no saved RNG state of its own draws its latents, dropout
+        and penalty noise from a generator seeded by (seed, rank, step), and gradients are
+        averaged over a different number of shares.
+        """
         state = ckpt.load_pt(folder / "optim.pt")
         meta = ckpt.read_state(folder)
-        if meta.get("world", 1) != self.dist.world:
-            raise ckpt.CheckpointError(
-                f"{folder} was written by {meta.get('world')} process(es); resume with the same "
-                f"number (now {self.dist.world})")
+        saved_world = int(meta.get("world", 1))
         for k, m in self.checkpoint_modules().items():
             ckpt.load_into(m, folder / f"{k}.safetensors")
         if self.frozen and self.rundir is not None and self.rundir.frozen.exists():
@@ -560,7 +597,15 @@ class Trainer:
         for k, s in self.schedules.items():
             if k in state.get("schedules", {}):
                 s.load_state_dict(state["schedules"][k])
-        rng = ckpt.load_pt(folder / f"rng_{self.dist.rank}.pt")
+        same = saved_world == self.dist.world
+        rng = ckpt.load_pt(folder / f"rng_{self.dist.rank if same else 0}.pt")
+        if not same:  # the data position is global; the latent/dropout generators are per rank
+            with self._forked():
+                torch.manual_seed(self.cfg.train.seed + 7919 * self.dist.rank + 104729 * meta["step"])
+                rng["global"] = self._global_rng()
+            self.noise_gen.manual_seed(self.cfg.train.seed + 1 + 1000 * self.dist.rank
+                                       + 104729 * meta["step"])
+            rng["noise"] = self.noise_gen.get_state()
         if "global" not in rng:  # a checkpoint of gankit 0.1's first core: torch/cuda states
             rng["global"] = {k: rng[k] for k in ("torch", "cuda") if k in rng}
         self._rng = rng["global"]
@@ -569,3 +614,4 @@ class Trainer:
         self.noise_gen.set_state(rng["noise"])
         self.source.load_state_dict(rng["data"])
         self.step = int(meta["step"])
+        self.saved_step = self.step
