@@ -9,8 +9,8 @@ loading are excluded) divided by the lone run's. Target (issue 10): each concurr
 The load average before and after is recorded: the numbers only mean something on an otherwise
 quiet machine. Rerun with one command::
 
-    python benchmarks/concurrent.py                         # this tree: entry "after"
-    python benchmarks/concurrent.py --src OLD/src --tag before   # another checkout's code
+    python benchmarks/shared_machine.py                         # this tree: entry "after"
+    python benchmarks/shared_machine.py --src OLD/src --tag before   # another checkout's code
 
 """
 
@@ -93,7 +93,7 @@ def measure(a: argparse.Namespace) -> dict:
 
 
 def markdown(results: dict) -> str:
-    md = ["# Two trainings sharing the machine (benchmarks/concurrent.py)", "",
+    md = ["# Two trainings sharing the machine (benchmarks/shared_machine.py)", "",
           ("Each round: one DCGAN training on mnist5k alone, then two identical ones started "
            "together (`gankit train`, stdout a pipe, default thread settings). Slowdown = "
            "training time (last `metrics.jsonl` record's `time`: imports and data loading "
@@ -117,9 +117,9 @@ def markdown(results: dict) -> str:
                   f"{res['loadavg_after']}." + (f" ({res['note']})" if res.get("note") else ""))
     md += ["", ("The load average is that of the whole machine: other work running at the same "
                 "time slows the lone run and the pair alike and makes single numbers noisy. "
-                "Rerun on a quiet machine with `python benchmarks/concurrent.py` (this tree) and "
-                "`python benchmarks/concurrent.py --src OLD/src --tag before` (another checkout);"
-                " each run updates its own entry in concurrent.json and rewrites concurrent.md."),
+                "Rerun on a quiet machine with `python benchmarks/shared_machine.py` (this tree) and "
+                "`python benchmarks/shared_machine.py --src OLD/src --tag before` (another checkout);"
+                " each run updates its own entry in shared_machine.json and rewrites shared_machine.md."),
            ""]
     return "\n".join(md)
 
@@ -130,7 +130,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--src", type=Path, default=ROOT / "src", help="the gankit source tree")
-    ap.add_argument("--tag", default="after", help="the entry of concurrent.json to update")
+    ap.add_argument("--tag", default="after", help="the entry of shared_machine.json to update")
     ap.add_argument("--no-write", action="store_true", help="print only")
     a = ap.parse_args()
     res = measure(a)
@@ -138,11 +138,11 @@ def main() -> None:
     if a.no_write:
         return
     out = ROOT / "benchmarks" / "results"
-    path = out / "concurrent.json"
+    path = out / "shared_machine.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     results[a.tag] = res
     path.write_text(json.dumps(results, indent=2) + "\n")
-    (out / "concurrent.md").write_text(markdown(results))
+    (out / "shared_machine.md").write_text(markdown(results))
 
 
 if __name__ == "__main__":
