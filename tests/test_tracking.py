@@ -430,3 +430,24 @@ def test_runs_reads_only_the_tail_and_skips_a_torn_line(tmp_path):
     r = run_row(d)
     assert (r["status"], r["step"], r["total"], r["model"], r["data"], r["best"]) == \
         ("interrupted", 4000, 5000, "gan", "ring8", None)
+
+
+def test_runs_tells_a_killed_run_from_a_live_one(tmp_path):
+    """status "running" is only shown while a live process holds the run's lock."""
+    import os
+    import socket
+
+    from gankit.runs import run_row
+
+    d = tmp_path / "r"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"model": {"name": "gan"}, "data": {"name": "ring8"},
+                                               "train": {"steps": 100}}))
+    (d / "run.json").write_text(json.dumps({"status": "running", "step": 0}))
+    assert run_row(d)["status"] == "stopped (process gone)"  # no lock at all
+    host = socket.gethostname()
+    (d / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": host}))
+    assert run_row(d)["status"] == "running"  # this very process holds it
+    dead = 2 ** 22 + 12345  # above the default pid_max: no such process
+    (d / ".lock").write_text(json.dumps({"pid": dead, "host": host}))
+    assert run_row(d)["status"] == "stopped (process gone)"

@@ -91,8 +91,12 @@ def run_row(path: Path, base: Path | None = None) -> dict[str, Any]:
     files = [p for p in (rd.config, rd.run_json, rd.stream("metrics"), rd.stream("diagnostics"))
              if p.exists()]
     mtime = max(p.stat().st_mtime for p in files)
+    status = info.get("status", "unknown")
+    if status == "running" and rd.lock_owner() is None:
+        # no live process holds the run's lock: it was killed (SIGKILL, power loss)
+        status = "stopped (process gone)"
     return {"run": str(path.relative_to(base) if base else path),
-            "status": info.get("status", "unknown"), "step": step,
+            "status": status, "step": step,
             "total": cfg.get("train", {}).get("steps"),
             "model": cfg.get("model", {}).get("name", "?"),
             "data": cfg.get("data", {}).get("name", "?"),

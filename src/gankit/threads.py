@@ -5,7 +5,7 @@ the cores would: PyTorch starts as many OpenMP threads as the machine has cores,
 process may actually use (a CPU affinity mask set by ``taskset`` or a batch scheduler, a cgroup
 CPU quota in a container), and OpenMP worker threads *spin* (busy-wait) between parallel
 regions, burning cores that another process needs. On a 2-core machine two DCGAN trainings
-started together ran 9.4x slower each (benchmarks/concurrent.py).
+started together ran 9.4x slower each (benchmarks/shared_machine.py).
 
 This module fixes both:
 

@@ -459,9 +459,13 @@ class Trainer:
 
     def _stop_requested(self) -> bool:
         """Ctrl-C seen by this process, or (under DDP) by any: every process must stop after
-        the same step, or they would wait on different collectives."""
+        the same step, or they would wait on different collectives. Under DDP the flags are
+        exchanged at log steps only (``train.log_every``), so a GPU step has no extra host
+        sync; all processes see the same steps, so they agree where to stop."""
         if not self.dist.enabled:
             return self._stop
+        if self.step % self.cfg.train.log_every:
+            return False
         import torch.distributed as dist
 
         flag = torch.tensor([1.0 if self._stop else 0.0],
