@@ -33,3 +33,21 @@ def stub_ctx(model, batch, fake, c_fake=None, latent=None, step=0):
     ctx.net = nets.__getitem__
     ctx.grad_for = lambda *names: contextlib.nullcontext()
     return ctx
+
+
+def run_cli(*args) -> int:
+    """Run the ``gankit`` command in this process; its exit code (0 when it returns)."""
+    from gankit.cli import main
+
+    try:
+        main([str(a) for a in args])
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return 0
+
+
+def cli_output(capsys, *args):
+    """Run the ``gankit`` command in this process: (exit code, stdout, non-blank stderr lines)."""
+    code = run_cli(*args)
+    out, err = capsys.readouterr()
+    return code, out, [ln for ln in err.splitlines() if ln.strip()]

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
+from helpers import run_cli
 
 from gankit.cli import main
 from gankit.data import load_data
-
-
-def _cli(*args: str) -> int:
-    with pytest.raises(SystemExit) as e:
-        main(list(args))
-    return e.value.code
 
 
 def test_labelled_images_round_trip_as_class_folders(tmp_path):
@@ -42,11 +36,11 @@ def test_bad_requests_exit_2_and_leave_folders_alone(tmp_path, capsys):
     keep = tmp_path / "full"
     keep.mkdir()
     (keep / "mine.txt").write_text("x")
-    assert _cli("datasets", "mnist5k", "--to", str(keep)) == 2
+    assert run_cli("datasets", "mnist5k", "--to", str(keep)) == 2
     assert [p.name for p in keep.iterdir()] == ["mine.txt"]
-    assert _cli("datasets", "ring8", "--to", str(tmp_path / "r")) == 2
-    assert _cli("datasets", "mnist5x", "--to", str(tmp_path / "q")) == 2
-    assert _cli("datasets", "mnist5k") == 2
+    assert run_cli("datasets", "ring8", "--to", str(tmp_path / "r")) == 2
+    assert run_cli("datasets", "mnist5x", "--to", str(tmp_path / "q")) == 2
+    assert run_cli("datasets", "mnist5k") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4 and all(line.startswith("error: ") for line in err)
     assert "did you mean 'mnist5k'" in err[2]

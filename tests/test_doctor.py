@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_cli
 from safetensors.torch import load_file
 
 import gankit
@@ -307,14 +308,7 @@ def collapsed_run(tmp_path_factory):
     return out
 
 
-def cli(*args: str) -> int:
-    from gankit.cli import main
-
-    try:
-        main(list(args))
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
+cli = run_cli
 
 
 def test_cli_doctor_and_report(collapsed_run, tmp_path, capsys):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_tiny_images, make_tiny_paired
+from helpers import run_cli
 from PIL import Image
 
 import gankit
@@ -21,14 +22,7 @@ FAST = {"train.log_every": 1, "train.sample_every": 1000, "train.batch_size": 8,
         "train.ema_decay": 0.9, "model.width": 8}
 
 
-def cli(*args: str) -> int:
-    from gankit.cli import main
-
-    try:
-        main(list(args))
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
+cli = run_cli
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import cli_output
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gankit
-from gankit.cli import main
 from gankit.config import SECTIONS, Config, load_config_file, parse_overrides, resolve_config
 from gankit.errors import GankitError
 
@@ -37,14 +37,7 @@ VALUES = st.one_of(SCALARS, st.lists(SCALARS, max_size=3),
                    st.dictionaries(st.text(max_size=5), SCALARS, max_size=2))
 
 
-def cli(capsys, *args):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, [ln for ln in err.splitlines() if ln.strip()]
+cli = cli_output
 
 
 def check_outcome(code, err, allowed=(0, 2)):

@@ -8,6 +8,7 @@ import shlex
 
 import pytest
 import torch
+from helpers import run_cli
 
 from gankit.config import resolve_config
 from gankit.doctor import analyse_run
@@ -15,15 +16,7 @@ from gankit.doctor.verdict import assess, assess_run
 from gankit.report import build_report
 from gankit.reproduce import reproduce_argv
 
-
-def cli(*args: str) -> int:
-    from gankit.cli import main
-
-    try:
-        main(list(args))
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
+cli = run_cli
 
 
 def fake_run(path, *, d_acc, covered, assigned, recall, eval_results=None, n_logs=20,

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import cli_output
 from safetensors.torch import load_file
 
 import gankit
-from gankit.cli import main
 from gankit.errors import CheckpointError, ConfigError, Interrupted
 from gankit.rundir import RunDir
 from gankit.train import checkpoint as ckpt
@@ -29,15 +29,7 @@ OVER = {"model.width": 8, "train.batch_size": 16, "train.ckpt_every": 2,
         "train.sample_every": 100, "train.log_every": 2, "train.keep_ckpts": 5}
 
 
-def cli(capsys, *args):
-    """Run the gankit command in this process: (exit code, stdout, stderr lines)."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, [ln for ln in err.splitlines() if ln.strip()]
+cli = cli_output
 
 
 def snapshot(d: Path) -> dict[str, bytes]:

@@ -21,7 +21,6 @@ leaves nothing that looks complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -36,7 +35,7 @@ from torch import nn
 
 from .errors import CheckpointError, ConfigError
 from .models.base import CapabilityError, GANFamily, ModelFamily
-from .rundir import RunDir, atomic_write_json
+from .rundir import RunDir, atomic_write_json, sha256_file
 
 __all__ = ["EXPORT_FORMAT", "EXPORT_MANIFEST", "ONNX_TOLERANCE", "export_onnx", "export_run",
            "is_export", "load_export", "model_card"]
@@ -53,14 +52,6 @@ ONNX_TOLERANCE = 1e-4
 def is_export(path: str | Path) -> bool:
     """Whether ``path`` is an exported model folder (it holds the manifest)."""
     return (Path(path) / EXPORT_MANIFEST).is_file()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -140,7 +131,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, weights: str = "ema",
         if onnx:
             manifest["onnx"] = export_onnx(trained, tmp / "model.onnx", seed=seed)
         (tmp / "README.md").write_text(model_card(manifest, cfg, evals, rd.read_info()))
-        manifest["files"] = {str(p.relative_to(tmp)): _sha256(p)
+        manifest["files"] = {str(p.relative_to(tmp)): sha256_file(p)
                              for p in sorted(tmp.rglob("*")) if p.is_file()}
         atomic_write_json(tmp / EXPORT_MANIFEST, manifest)
         _shareable(tmp)
@@ -478,7 +469,7 @@ def load_export(path: str | Path, *, weights: str = "ema", device: str = "cpu") 
         f = path / rel
         if not f.is_file():
             raise CheckpointError(f"{path} is incomplete: {rel} is missing")
-        if _sha256(f) != digest:
+        if sha256_file(f) != digest:
             raise CheckpointError(f"{f} does not match its checksum in {EXPORT_MANIFEST} "
                                   f"(damaged or modified)")
     raw = _read_json(path / "config.json")

@@ -16,7 +16,6 @@ when their ``state.json`` reads.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -30,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import CheckpointError
-from ..rundir import atomic_write_text, fsync_path
+from ..rundir import atomic_write_text, fsync_path, sha256_file
 
 __all__ = ["CheckpointError", "atomic_write_text", "checkpoint_step", "fsync_path",
            "latest_checkpoint", "load_into", "load_pt", "load_weights", "publish", "read_state",
@@ -87,18 +86,10 @@ def read_state(folder: Path) -> dict[str, Any]:
     return st
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_manifest(folder: Path) -> None:
     """Record the SHA-256 and size of every file of ``folder`` in ``manifest.json`` (written
     last, fsync'ed): what :func:`verify` checks."""
-    files = {f.name: {"sha256": _sha256(f), "bytes": f.stat().st_size}
+    files = {f.name: {"sha256": sha256_file(f), "bytes": f.stat().st_size}
              for f in sorted(Path(folder).iterdir()) if f.is_file() and f.name != MANIFEST}
     path = Path(folder) / MANIFEST
     path.write_text(json.dumps({"files": files}, indent=1))
@@ -120,7 +111,7 @@ def verify(folder: Path) -> None:
             f = folder / name
             if not f.is_file():
                 raise CheckpointError(f"{f} is missing")
-            if f.stat().st_size != size or _sha256(f) != digest:
+            if f.stat().st_size != size or sha256_file(f) != digest:
                 raise CheckpointError(f"{f} does not match its checksum (damaged)")
     state = read_state(folder)
     if not man.is_file() and state.get("format", 1) >= 2:
