@@ -22,7 +22,8 @@ def prepare_images(src: Path, out: Path, size: int | None = None, channels: int 
     data among the sizes the convolutional families take). Returns the prepared set's meta."""
     import numpy as np
 
-    from .data.files import _check_size_options, header_channels, image_headers, scan_images
+    from .data.decode import header_channels, image_headers, scan_images
+    from .data.files import _check_size_options
     from .data.sizes import STAGED
     from .data.store import FileStore, write_prepared
 

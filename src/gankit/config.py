@@ -190,6 +190,22 @@ class OptimConfig(_Section):
         return v
 
 
+#: ``train.trackers``: where a run's records go besides its own files (``gankit.tracking``)
+TRACKER_NAMES = ("jsonl", "csv", "tensorboard", "wandb", "mlflow")
+
+
+def check_trackers(names: list[str]) -> list[str]:
+    """Validate ``train.trackers`` names (ValueError naming the known ones); duplicates drop."""
+    out: list[str] = []
+    for n in names:
+        if n not in TRACKER_NAMES:
+            raise ValueError(f"unknown tracker '{n}'{did_you_mean(n, list(TRACKER_NAMES))}; "
+                             f"trackers: {', '.join(TRACKER_NAMES)}")
+        if n not in out:
+            out.append(n)
+    return out
+
+
 class TrainConfig(_Section):
     """The training loop."""
 
@@ -249,8 +265,6 @@ class TrainConfig(_Section):
     @field_validator("trackers")
     @classmethod
     def _trackers(cls, v: list[str]) -> list[str]:
-        from .tracking import check_trackers
-
         return check_trackers(v)
 
     @field_validator("ema_decay")

@@ -21,7 +21,6 @@ leaves nothing that looks complete.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -34,32 +33,28 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .errors import CheckpointError, ConfigError
+from .exported import (  # noqa: F401  (is_export, load_export: part of this module's API)
+    EXPORT_FORMAT,
+    EXPORT_MANIFEST,
+    _all_networks,
+    _read_json,
+    is_export,
+    load_export,
+    read_manifest,
+)
 from .models.base import CapabilityError, GANFamily, ModelFamily
 from .rundir import RunDir, atomic_write_json, sha256_file
 
 __all__ = ["EXPORT_FORMAT", "EXPORT_MANIFEST", "ONNX_TOLERANCE", "export_onnx", "export_run",
            "is_export", "load_export", "model_card"]
 
-#: The manifest that marks a folder as a gankit export.
-EXPORT_MANIFEST = "gankit-export.json"
-#: Version of the export layout; a reader refuses newer versions it does not know.
-EXPORT_FORMAT = 1
 #: Largest absolute difference (images in [-1, 1]) accepted between ONNX Runtime and PyTorch on
 #: the check batch: float32 kernels differ by rounding only (typically ~1e-6).
 ONNX_TOLERANCE = 1e-4
 
 
-def is_export(path: str | Path) -> bool:
-    """Whether ``path`` is an exported model folder (it holds the manifest)."""
-    return (Path(path) / EXPORT_MANIFEST).is_file()
-
-
 def _state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-
-
-def _all_networks(model: ModelFamily) -> dict[str, nn.Module]:
-    return {**model.networks(), **model.frozen_networks()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,8 +70,9 @@ def export_run(run_dir: str | Path, out: str | Path, *, weights: str = "ema",
     network, checked against PyTorch with ONNX Runtime (:func:`export_onnx`). Returns the
     manifest. ``out`` must not exist or be empty.
     """
-    from .api import WEIGHTS, load
+    from .api import load
     from .train import checkpoint as ckpt
+    from .trained import WEIGHTS
 
     rd = RunDir(run_dir)
     raw_cfg = rd.read_config()
@@ -149,14 +145,6 @@ def _shareable(folder: Path) -> None:
     os.umask(mask)
     for p in [folder, *folder.rglob("*")]:
         p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        d = json.loads(Path(path).read_text())
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
-        return {}
-    return d if isinstance(d, dict) else {}
 
 
 def _version() -> str:
@@ -429,58 +417,3 @@ def _trace(wrapper: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path, nam
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, inputs, str(path), dynamo=False, input_names=names,
                           output_names=["output"], dynamic_axes=dyn, opset_version=opset)
-
-
-# ---------------------------------------------------------------------------------------------
-# load
-# ---------------------------------------------------------------------------------------------
-
-def read_manifest(path: str | Path) -> dict[str, Any]:
-    p = Path(path) / EXPORT_MANIFEST
-    try:
-        m = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{p} is not readable ({e})") from None
-    if not isinstance(m, dict) or m.get("format") != "gankit-export":
-        raise CheckpointError(f"{p} is not a gankit export manifest")
-    if not isinstance(m.get("version"), int) or m["version"] > EXPORT_FORMAT:
-        raise CheckpointError(f"{path} is a gankit export of format version {m.get('version')}; "
-                              f"this gankit reads up to version {EXPORT_FORMAT} (upgrade gankit)")
-    return m
-
-
-def load_export(path: str | Path, *, weights: str = "ema", device: str = "cpu") -> Any:
-    """The :class:`~gankit.api.TrainedModel` of an exported folder (what ``gankit.load`` returns
-    for one). An export holds one set of weights: ``weights`` other than ``ema`` (the default)
-    must name the kind it holds. Every file's SHA-256 is checked against the manifest."""
-    from .api import WEIGHTS, TrainedModel, build_model
-    from .config import resolve_config
-    from .train import checkpoint as ckpt
-    from .train.trainer import FamilyBuffers, pick_device
-
-    path = Path(path)
-    m = read_manifest(path)
-    if weights not in WEIGHTS:
-        raise ConfigError(f"weights must be ema, raw, last or best, got '{weights}'")
-    if WEIGHTS[weights] not in ("ema", m.get("weights")):
-        raise ConfigError(f"{path} is an export of the {m.get('weights')} weights only; "
-                          f"{weights} weights are in the run it came from")
-    for rel, digest in (m.get("files") or {}).items():
-        f = path / rel
-        if not f.is_file():
-            raise CheckpointError(f"{path} is incomplete: {rel} is missing")
-        if sha256_file(f) != digest:
-            raise CheckpointError(f"{f} does not match its checksum in {EXPORT_MANIFEST} "
-                                  f"(damaged or modified)")
-    raw = _read_json(path / "config.json")
-    if "model" not in raw:
-        raise CheckpointError(f"{path}/config.json is missing or not a gankit config")
-    cfg = resolve_config(raw["model"]["name"], raw)
-    model = build_model(cfg, m["data_info"])
-    for k, net in _all_networks(model).items():
-        ckpt.load_into(net, path / "weights" / f"{k}.safetensors")
-    if model.family_buffers():
-        ckpt.load_into(FamilyBuffers(model), path / "weights" / "family.safetensors")
-    dev = pick_device(device)
-    model.to(dev).eval()
-    return TrainedModel(model, dev)

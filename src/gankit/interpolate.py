@@ -18,16 +18,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from .errors import ConfigError
 from .models.base import CapabilityError, GANFamily, ModelFamily
-
-if TYPE_CHECKING:
-    from .api import TrainedModel
 
 __all__ = ["interpolate", "latent_walk", "slerp", "write_interpolation"]
 
@@ -81,7 +78,7 @@ def latent_walk(model: ModelFamily) -> tuple[Callable[[int, torch.Generator], Te
     raise CapabilityError(f"model '{model.name}' has no latent space to interpolate in")
 
 
-def interpolate(trained: TrainedModel, n_rows: int = 4, steps: int = 8, seed: int = 0,
+def interpolate(trained: Any, n_rows: int = 4, steps: int = 8, seed: int = 0,
                 labels: Any = None) -> Tensor:
     """A latent interpolation grid: ``[n_rows * steps, ...]`` samples on the CPU, row-major.
 
@@ -109,7 +106,7 @@ def interpolate(trained: TrainedModel, n_rows: int = 4, steps: int = 8, seed: in
         return render(z, c).float().cpu()
 
 
-def write_interpolation(trained: TrainedModel, out: str | Path, n_rows: int = 4, steps: int = 8,
+def write_interpolation(trained: Any, out: str | Path, n_rows: int = 4, steps: int = 8,
                         seed: int = 0, labels: Any = None, frame_ms: int = 120
                         ) -> tuple[Path, Path]:
     """Write the grid of :func:`interpolate` to ``out`` (a .png) and an animated GIF beside it

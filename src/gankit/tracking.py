@@ -33,6 +33,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .config import check_trackers
 from .errors import ConfigError
 from .train.trainer import Callback
 
@@ -45,23 +46,6 @@ if TYPE_CHECKING:
 NEEDS = {"tensorboard": ("tensorboard", "pip install tensorboard"),
          "wandb": ("wandb", "pip install 'gankit[wandb]'"),
          "mlflow": ("mlflow", "pip install 'gankit[mlflow]'")}
-NAMES = ("jsonl", "csv", "tensorboard", "wandb", "mlflow")
-
-
-def check_trackers(names: list[str]) -> list[str]:
-    """Validate ``train.trackers`` names (ValueError naming the known ones)."""
-    from .registry import did_you_mean
-
-    out: list[str] = []
-    for n in names:
-        if n not in NAMES:
-            raise ValueError(f"unknown tracker '{n}'{did_you_mean(n, list(NAMES))}; "
-                             f"trackers: {', '.join(NAMES)}")
-        if n not in out:
-            out.append(n)
-    return out
-
-
 def _require(name: str) -> Any:
     """Import the package tracker ``name`` needs, or a one-line ConfigError."""
     import importlib

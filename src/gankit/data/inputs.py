@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from ..errors import DataError
-from .files import IMAGE_EXTENSIONS, _images_under, _read_image, _stack, load_arrays
+from .decode import IMAGE_EXTENSIONS, _images_under, _read_image
+from .files import _stack, load_arrays
 
 
 def read_inputs(path: str | Path, info: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:

@@ -170,7 +170,7 @@ class FileStore(ImageStore):
         self.files, self.root = files, root
 
     def read(self, idx: np.ndarray) -> np.ndarray:
-        from .files import _read_image
+        from .decode import _read_image
 
         c, s = int(self.shape[1]), int(self.shape[2])
         out = np.empty((len(idx), c, s, s), dtype=np.uint8)

@@ -23,13 +23,8 @@ from torch import Tensor
 
 from ..errors import ConfigError, DataError
 from .base import Dataset
-from .files import (
-    _check_size_options,
-    header_channels,
-    image_headers,
-    load_image_folder,
-    scan_images,
-)
+from .decode import header_channels, image_headers, scan_images
+from .files import _check_size_options, load_image_folder
 from .sizes import ImageSizes
 from .store import FileStore, ImageStore, open_prepared, to_unit
 
