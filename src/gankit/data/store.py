@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
     return x.float().mul_(2.0 / 255.0).sub_(1.0).clamp_(-1.0, 1.0)
 
 
-class ImageStore:
+class ImageStore(ABC):
     """uint8 images ``[N, C, H, W]`` read on demand; indexing returns float32 in [-1, 1].
 
     Subclasses implement :meth:`read`. ``workers`` and ``pin_memory`` configure the training
@@ -57,12 +58,13 @@ class ImageStore:
         self.workers = 0
 
     # -- what subclasses provide ---------------------------------------------------------------
+    @abstractmethod
     def read(self, idx: np.ndarray) -> np.ndarray:
         """Rows ``idx`` (int64, any order) as uint8 ``[len(idx), C, H, W]``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def describe(self) -> str:
-        raise NotImplementedError
+        """One line naming where the images come from (shown in the start-up summary)."""
 
     # -- tensor-like reading -----------------------------------------------------------------
     def __len__(self) -> int:
