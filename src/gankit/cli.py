@@ -14,9 +14,11 @@ from .errors import GankitError
 
 
 def _console():
+    """Rich output whose lines are never broken at the terminal width (paths stay whole and
+    copyable; off a terminal rich would otherwise wrap at 80 columns)."""
     from rich.console import Console
 
-    return Console()
+    return Console(soft_wrap=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

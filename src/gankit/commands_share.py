@@ -32,7 +32,7 @@ def export(run_dir: Path, out: Path, weights: str, with_onnx: bool, seed: int) -
     from .export import export_run
 
     m = export_run(run_dir, out, weights=weights, onnx=with_onnx, seed=seed)
-    c = Console()
+    c = Console(soft_wrap=True)
     c.print(f"exported {m['model']} (step {m['step']}, {m['weights']} weights, "
             f"{len(m['networks'])} networks) to {out}")
     if "onnx" in m:
@@ -55,7 +55,7 @@ def write_interpolation_cli(g: Any, out: Path, steps: int, rows: int, seed: int,
     if out.parent and not out.parent.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
     png, gif = write_interpolation(g, out, n_rows=rows, steps=steps, seed=seed, labels=labels)
-    Console().print(f"wrote a {rows}x{steps} latent interpolation grid to {png} and its "
+    Console(soft_wrap=True).print(f"wrote a {rows}x{steps} latent interpolation grid to {png} and its "
                     f"animation to {gif}")
 
 
