@@ -51,3 +51,21 @@ def cli_output(capsys, *args):
     code = run_cli(*args)
     out, err = capsys.readouterr()
     return code, out, [ln for ln in err.splitlines() if ln.strip()]
+
+
+def checkpoint_tensors(ck, with_lr: bool = False) -> dict:
+    """Every tensor of a checkpoint folder: all networks, EMA copies and optimizer state (and
+    each parameter group's learning rate with ``with_lr``), by a flat name."""
+    from safetensors.torch import load_file
+
+    out = {}
+    for f in sorted(ck.glob("*.safetensors")):
+        out |= {f"{f.stem}.{k}": v for k, v in load_file(f).items()}
+    optim = torch.load(ck / "optim.pt", weights_only=True)
+    for net, st in optim["opts"].items():
+        for i, s in st["state"].items():
+            out |= {f"opt.{net}.{i}.{k}": v for k, v in s.items() if torch.is_tensor(v)}
+        if with_lr:
+            out |= {f"lr.{net}.{i}": torch.tensor(g["lr"])
+                    for i, g in enumerate(st["param_groups"])}
+    return out

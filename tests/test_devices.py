@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from helpers import checkpoint_tensors
 
 from gankit.launch import strip_devices
 
@@ -27,17 +27,6 @@ ARGS = ["dcgan", "--data", "digits", "--batch-size", "16", "--no-progress",
 def gankit(*args):
     return subprocess.run([sys.executable, "-m", "gankit.cli", *map(str, args)], env=ENV,
                           capture_output=True, text=True, timeout=300, check=False)
-
-
-def tensors(ck: Path) -> dict:
-    out = {}
-    for f in sorted(ck.glob("*.safetensors")):
-        out |= {f"{f.stem}.{k}": v for k, v in load_file(f).items()}
-    opt = torch.load(ck / "optim.pt", weights_only=True)
-    for net, st in opt["opts"].items():
-        for i, s in st["state"].items():
-            out |= {f"opt.{net}.{i}.{k}": v for k, v in s.items() if torch.is_tensor(v)}
-    return out
 
 
 def state(run: Path, step: int) -> dict:
@@ -75,8 +64,8 @@ def test_same_number_of_processes_resumes_bit_identically(tmp_path):
     assert gankit("train", *ARGS, "--steps", "4", "--devices", "2", "--out", run).returncode == 0
     r = gankit("resume", run, "--steps", "8", "--devices", "2", "--no-progress")
     assert r.returncode == 0, r.stderr
-    a = tensors(run / "checkpoints" / "step_00000008")
-    b = tensors(ref / "checkpoints" / "step_00000008")
+    a = checkpoint_tensors(run / "checkpoints" / "step_00000008")
+    b = checkpoint_tensors(ref / "checkpoints" / "step_00000008")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 

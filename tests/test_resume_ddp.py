@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import checkpoint_tensors
 from safetensors.torch import load_file
 
 COMMON = ["--batch-size", "16", "--no-progress", "--set", "train.ckpt_every=4",
@@ -46,15 +47,7 @@ def final_weights(run: Path) -> dict:
     """Every tensor of the final checkpoint: all networks, EMA copies, optimizer state."""
     ck = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
     assert ck.name == "step_00000024"
-    out = {}
-    for f in sorted(ck.glob("*.safetensors")):
-        out |= {f"{f.stem}.{k}": v for k, v in load_file(f).items()}
-    optim = torch.load(ck / "optim.pt", weights_only=True)
-    for net, st in optim["opts"].items():
-        for i, s in st["state"].items():
-            out |= {f"opt.{net}.{i}.{k}": v for k, v in s.items() if torch.is_tensor(v)}
-        out |= {f"lr.{net}.{i}": torch.tensor(g["lr"]) for i, g in enumerate(st["param_groups"])}
-    return out
+    return checkpoint_tensors(ck, with_lr=True)
 
 
 def assert_identical(a: dict, b: dict) -> None:
