@@ -62,3 +62,24 @@ def make_tiny_paired():
 @pytest.fixture
 def tiny_paired():
     return make_tiny_paired()
+
+
+def make_tiny_unpaired():
+    """A small unpaired dataset (16x16 grey): domain a has a horizontal band, domain b (40
+    images, a different count) a vertical one; no image of one has a partner in the other."""
+    from gankit.data.base import Dataset
+
+    g = torch.Generator().manual_seed(2)
+    a = torch.rand(48, 1, 16, 16, generator=g) * 0.2 - 1
+    x = torch.rand(40, 1, 16, 16, generator=g) * 0.2 - 1
+    for i in range(48):
+        a[i, :, (i % 3) * 4:(i % 3) * 4 + 4, :] = 0.8
+    for i in range(40):
+        x[i, :, :, (i % 4) * 4:(i % 4) * 4 + 4] = 0.8
+    return Dataset("tinyunpaired", x[:36], None, 0, x[36:], None, a=a[:44], a_test=a[44:],
+                   pairing="unpaired")
+
+
+@pytest.fixture
+def tiny_unpaired():
+    return make_tiny_unpaired()
