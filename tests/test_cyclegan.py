@@ -243,3 +243,21 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     a, b = final_weights(run), final_weights(ref)
     assert any(k.startswith("family.pool_B") for k in a)  # the pools are in the checkpoint
     assert_identical(a, b)
+
+
+def test_domains_with_different_channels_translate_without_identity_term():
+    """Grey A -> RGB B: G_AB maps 1 to 3 channels, G_BA back; the identity term, which feeds
+    a B image to G_AB, cannot apply and is left out."""
+    from gankit.data.base import Dataset
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(8, 1, 16, 16, generator=g) * 2 - 1, torch.rand(6, 3, 16, 16, generator=g) * 2 - 1
+    ds = Dataset("grey2rgb", b, a=a, pairing="unpaired")
+    m = build(ds)
+    loss, stats, fake_b, fake_a = m.g_loss(m.networks(), a[:4], b[:4])
+    assert fake_b.shape == (4, 3, 16, 16) and fake_a.shape == (4, 1, 16, 16)
+    assert "G/identity_A" not in stats and torch.isfinite(loss)
+    assert m.translate(a[:2]).shape == (2, 3, 16, 16)
+    assert m.translate(b[:2], direction="BA").shape == (2, 1, 16, 16)
+    with pytest.raises(DataError, match=r"\[N, 1, H, W\]"):
+        m.translate(b[:2])

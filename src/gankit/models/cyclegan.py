@@ -14,8 +14,9 @@ with the least-squares GAN loss of §4 and the identity loss of §5.2)
     L_D_B = 0.5 [(D_B(b) - 1)^2 + D_B(pool_B(G_AB(a)))^2]       (and L_D_A alike)
 
 with lambda = 10 (``model.lambda_cycle``) and the identity weight 0.5 (``model.lambda_identity``,
-a fraction of lambda; 0 turns it off), every square averaged over the patches and the batch. D's
-objective is halved "to slow down the rate at which D learns relative to G" (§4). Each
+a fraction of lambda; 0 turns it off; it compares an image with its own translation, so it is
+left out when the domains differ in channels), every square averaged over the patches and the
+batch. D's objective is halved "to slow down the rate at which D learns relative to G" (§4). Each
 discriminator is updated from a history of generated images rather than the latest ones
 (Shrivastava et al. 2017): a pool of ``model.pool_size`` = 50 past fakes; once it is full, each
 new fake is, with probability 1/2, swapped for a stored one (which D then sees) and otherwise
