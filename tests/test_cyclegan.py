@@ -1,16 +1,13 @@
 """CycleGAN (Zhu et al. 2017): the ResNet generator, the objective, the image pool and its
 checkpoint, translation in both directions, and an exact resume after SIGKILL."""
 
-import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from helpers import stub_ctx
 from PIL import Image
-from test_resume_ddp import ENV, assert_identical, final_weights, gankit, sets, wait_for_checkpoint
+from test_resume_ddp import assert_identical, final_weights, killed_and_resumed, sets
 
 import gankit as gk
 from gankit.config import parse_overrides, resolve_config
@@ -228,18 +225,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
             "--no-progress", "--set", "train.ckpt_every=4", "--set", "train.log_every=2",
             "--set", "train.sample_every=100", "--set", "train.keep_ckpts=10",
             "--set", "model.pool_size=10", *sets("cyclegan")]
-    ref = tmp_path / "ref"
-    r = gankit("train", *args, "--out", str(ref))
-    assert r.returncode == 0, r.stderr
-    run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "gankit.cli", "train", *args, "--out", str(run)],
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_checkpoint(run, proc, 8)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    r = gankit("resume", str(run), "--no-progress")
-    assert r.returncode == 0, r.stderr
+    run, ref = killed_and_resumed(args, tmp_path)
     a, b = final_weights(run), final_weights(ref)
     assert any(k.startswith("family.pool_B") for k in a)  # the pools are in the checkpoint
     assert_identical(a, b)

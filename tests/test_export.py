@@ -228,3 +228,39 @@ def test_export_keeps_the_family_buffers(tmp_path):
     got = gankit.load(tmp_path / "x").model.family_buffers()
     assert bufs.keys() == got.keys() and all(torch.equal(bufs[k], got[k]) for k in bufs)
     assert torch.equal(gankit.load(tmp_path / "x").sample(3, seed=5), src.sample(3, seed=5))
+
+
+def _exportable():
+    from gankit.models import MODELS
+
+    return [n for n in MODELS.names() if MODELS.get(n).capabilities & {"sample", "translate"}
+            and n != "custom"]
+
+
+@pytest.mark.parametrize("name", _exportable())
+def test_every_family_that_samples_or_translates_exports_to_onnx(name, tmp_path):
+    """The ONNX export of every registered family's sampling/translating network (at its tiny
+    configuration) agrees with PyTorch within ONNX_TOLERANCE on two batch sizes; pix2pix with
+    its default test-time dropout is refused in one line (ONNX would freeze one dropout mask)."""
+    from conftest import make_tiny_images, make_tiny_paired, make_tiny_points, make_tiny_unpaired
+
+    from gankit.config import parse_overrides, resolve_config
+    from gankit.export import export_onnx
+    from gankit.models import MODELS
+    from gankit.trained import TrainedModel, build_model
+
+    family = MODELS.get(name)
+    ds = {"images": make_tiny_images, "points": make_tiny_points, "paired": make_tiny_paired,
+          "unpaired": make_tiny_unpaired}[family.tiny_data]()
+    over = {**family.tiny, "train.seed": 3}
+    if name == "pix2pix":
+        cfg = resolve_config(name, parse_overrides([f"{k}={v}" for k, v in over.items()]))
+        with pytest.raises(ConfigError):
+            export_onnx(TrainedModel(build_model(cfg, ds.describe()).eval(), torch.device("cpu")),
+                        tmp_path / "m.onnx")
+        over["model.test_dropout"] = False
+    cfg = resolve_config(name, parse_overrides([f"{k}={v}" for k, v in over.items()]))
+    trained = TrainedModel(build_model(cfg, ds.describe()).eval(), torch.device("cpu"))
+    rec = export_onnx(trained, tmp_path / "m.onnx")
+    assert (tmp_path / "m.onnx").stat().st_size > 0
+    assert rec["max_abs_diff"] <= ONNX_TOLERANCE, rec

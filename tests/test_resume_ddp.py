@@ -74,9 +74,9 @@ def reference(tmp_path_factory):
     return final_weights(run), run
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_resume_after_sigkill_is_bit_identical(case, tmp_path):
-    args = CASES[case]
+def killed_and_resumed(args: list[str], tmp_path: Path) -> tuple[Path, Path]:
+    """Train ``args`` uninterrupted (``ref``) and again SIGKILLed after its step-8 checkpoint
+    and resumed (``run``); both must have exited 0. Returns ``(run, ref)``."""
     ref = tmp_path / "ref"
     r = gankit("train", *args, "--out", str(ref))
     assert r.returncode == 0, r.stderr
@@ -89,6 +89,12 @@ def test_resume_after_sigkill_is_bit_identical(case, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     r = gankit("resume", str(run), "--no-progress")
     assert r.returncode == 0, r.stderr
+    return run, ref
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_resume_after_sigkill_is_bit_identical(case, tmp_path):
+    run, ref = killed_and_resumed(CASES[case], tmp_path)
     assert_identical(final_weights(run), final_weights(ref))
     # the log has each step once, as the uninterrupted run's
     steps = [line.split(",")[0] for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -68,7 +68,7 @@ _register(AdversarialLoss(
     lambda d_real, d_fake: 0.5 * ((d_real - 1).pow(2).mean() + d_fake.pow(2).mean()),
     lambda d_fake: 0.5 * (d_fake - 1).pow(2).mean(),
     False,
-    "least squares (a=0, b=c=1), Mao et al. 2017; chapter 002 §5",
+    "least squares (a=0, b=c=1), Mao et al. 2017; Cohen & Giryes (2022) §5",
     threshold=0.5,  # halfway between the fake target 0 and the real target 1
 ))
 

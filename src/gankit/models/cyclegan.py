@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from ..data.sizes import ImageSizes
 from ..errors import ConfigError, DataError
+from ..losses import get_loss
 from ..nn.patchgan import PatchDiscriminator
 from ..nn.resnet_gen import ResnetGenerator
 from ..registry import MODELS
@@ -227,7 +228,7 @@ class CycleGAN(GANFamily):
                 shown = pool.query(fake, ctx.generator)
                 D = ctx.net(f"D_{dom}")
                 out_real, out_fake = D(real), D(shown)
-                loss = 0.5 * (_sq(out_real, 1.0) + _sq(out_fake, 0.0))
+                loss = get_loss("lsgan").d_loss(out_real, out_fake)  # 0.5 [(D-1)^2 + D^2]
                 return loss, {f"loss/D_{dom}": loss.detach(),
                               f"D_{dom}/real": out_real.detach().mean(),
                               f"D_{dom}/fake": out_fake.detach().mean()}
