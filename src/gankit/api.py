@@ -515,7 +515,7 @@ def evaluate_run(run_dir: str | Path, *, metrics: list[str] | None = None, n: in
             res["protocol"]["metrics"][m] = {"classifier": "LeNet from scratch, Adam 1e-3, seeded",
                                              "test": f"{ds.name} test split"}
     res["protocol"] |= {"run": str(rd.path), "weights": weights, "dataset": ds.name,
-                        "split": split,
+                        "split": res["protocol"].get("split", split),  # translators: held out
                         "checkpoint": (rd.best if WEIGHTS[weights] == "best"
                                        else ckpt.latest_checkpoint(rd.path, quiet=True)).name}
     if write:
