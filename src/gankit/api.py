@@ -194,7 +194,8 @@ def _load_data(cfg: Config, announce: bool = False) -> Dataset:
         sizes.check(cfg.data.image_size, name)
     ds = load_data(cfg.data.name, image_size=cfg.data.image_size, channels=cfg.data.channels,
                    seed=cfg.train.seed, sizes=sizes, model=name, stream=cfg.data.stream,
-                   workers=cfg.data.workers)
+                   workers=cfg.data.workers, window=cfg.data.window,
+                   slice_axis=cfg.data.slice_axis, skip_empty=cfg.data.skip_empty)
     if cfg.data.image_size is None and "image_size_note" in ds.info:
         cfg.data.image_size = ds.resolution
         if announce:
