@@ -15,6 +15,7 @@ from gankit.data.medical import (
     extract_patches,
     load_volumes,
     parse_window,
+    volume_patches,
     volume_slices,
 )
 from gankit.errors import DataError
@@ -181,6 +182,12 @@ def test_dicom_series_sorted_by_position_rescaled_to_hu_and_windowed(tmp_path):
                                                           abs=1e-6)
     assert lung.x[0, 0, 5, 5].item() == pytest.approx(1 - 2 * 110 / 1500, abs=1e-6)
     assert ds.info["modality"] == "CT" and ds.info["window"] == {"width": 400.0, "level": 40.0}
+    # 3-D patches of the windowed series for volumetric models: [N, 1, 4, 8, 8]
+    p = volume_patches(tmp_path / "ct", (4, 8, 8), window="soft-tissue", skip_empty=False)
+    assert p.shape == (2 * 2 * 2, 1, 4, 8, 8)
+    full = apply_window(hu, 400, 40)
+    assert np.array_equal(p[0, 0], full[0:4, 0:8, 0:8]) and np.array_equal(p[-1, 0],
+                                                                            full[2:6, 8:, 8:])
 
 
 def test_train_test_split_by_volume(tmp_path):

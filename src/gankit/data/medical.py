@@ -53,7 +53,7 @@ from .base import Dataset
 __all__ = [
     "AXES", "EMPTY_FRACTION", "WINDOWS", "Volume", "apply_window", "extract_patches",
     "find_volumes", "is_medical", "load_medical", "load_volumes", "parse_window",
-    "read_dicom_series", "read_nifti", "volume_slices",
+    "read_dicom_series", "read_nifti", "volume_patches", "volume_slices", "window_volume",
 ]
 
 #: Radiology window presets: name -> (width W, level L) in Hounsfield units.
@@ -426,6 +426,19 @@ def extract_patches(vol: np.ndarray, size: int | tuple[int, int, int],
     if not patches:
         return np.zeros((0, 1, *sz), np.float32)
     return np.stack(patches)[:, None]
+
+
+def volume_patches(path: Path, size: int | tuple[int, int, int], *,
+                   stride: int | tuple[int, int, int] | None = None, window: Any = None,
+                   skip_empty: bool = True) -> np.ndarray:
+    """The 3-D patches ``float32 [N, 1, s, s, s]`` in [-1, 1] of every volume under ``path``
+    (a NIfTI file or DICOM series, or a folder of them), each volume windowed as
+    :func:`load_medical` does (``window``: preset, ``"W/L"`` or ``None`` for percentiles) and
+    cut by :func:`extract_patches`, volumes in :func:`find_volumes` order."""
+    wl = parse_window(window)
+    parts = [extract_patches(window_volume(v, wl), size, stride, skip_empty)
+             for v in load_volumes(Path(path))]
+    return np.concatenate(parts)
 
 
 # --------------------------------------------------------------------------------------------
