@@ -114,6 +114,30 @@ def test_paired_metrics_through_evaluate_sets_need_equal_counts():
         evaluate_sets(x, x, metrics=["auroc"])
 
 
+def test_auroc_of_a_scoring_model_on_the_test_split():
+    from types import SimpleNamespace
+
+    from gankit.data.base import Dataset
+    from gankit.metrics.evaluate import score_auroc
+
+    x = torch.linspace(-1, 1, 8).view(8, 1, 1, 1).expand(8, 1, 4, 4).contiguous()
+    # the score of an image is its mean intensity; abnormal = images 2, 5, 6, 7
+    model = SimpleNamespace(name="stub", capabilities={"score"},
+                            infer=lambda cap, t, seed, nets=None: t.flatten(1).mean(1))
+    labels = torch.tensor([0, 0, 1, 0, 0, 1, 1, 1], dtype=torch.bool)
+    ds = Dataset("stub", x, x_test=x, info={"anomaly_test": labels})
+    res = score_auroc(model, ds, n=100, seed=0)
+    # positives rank 3, 6, 7, 8 of 8: U = (3 + 6 + 7 + 8) - 4 * 5 / 2 = 14, AUROC 14 / 16
+    assert res["results"] == {"auroc": pytest.approx(14 / 16)}
+    assert res["protocol"]["auroc"]["n_positive"] == 4
+    two = Dataset("two", x, torch.zeros(8, dtype=torch.int64), 2, x, labels.long())
+    assert score_auroc(model, two, n=100, seed=0)["results"]["auroc"] == pytest.approx(14 / 16)
+    with pytest.raises(ConfigError, match="cannot score"):
+        score_auroc(SimpleNamespace(name="g", capabilities={"sample"}), ds, n=8, seed=0)
+    with pytest.raises(ConfigError, match="normal/abnormal labels"):
+        score_auroc(model, Dataset("none", x, x_test=x), n=8, seed=0)
+
+
 def _paired_folder(root, n_train=16, n_test=8):
     """train/ and test/ with A/ (blobs) and B/ (their inverted copies): PNG pairs."""
     g = torch.Generator().manual_seed(0)
