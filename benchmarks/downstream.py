@@ -34,7 +34,7 @@ image's mean variance against its mean error), against both the noisy real image
 noise-free rendering of the same anatomy.
 
     python benchmarks/downstream.py [--seeds 3] [--syn-steps 500] [--seg-steps 500] \
-        [--width 16] [--batch 16] [--threads 1]
+        [--width 16] [--batch 16] [--threads 1] [--n-real 64]
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ SIZE = 32
 NOISE = 0.08  # std of the Gaussian noise on the real CT images (intensities in [0, 1])
 LESIONS = (1, 3)  # lesions per phantom (inclusive)
 RADIUS = (0.10, 0.16)  # lesion radius, fraction of the side (3.2-5.1 px at 32 px)
-N_REAL, N_SYN, N_TEST = 64, 256, 256
+N_SYN, N_TEST = 256, 256
 T_PASSES = 16
 OUT = Path(__file__).parent / "results"
 
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> dict:
     unc = None
     t0 = time.time()
     for s in range(args.seeds):
-        real = phantom_set(N_REAL, 100 + s)
+        real = phantom_set(args.n_real, 100 + s)
         new = phantom_set(N_SYN, 200 + s)  # only its label maps and masks are used
         syn_ds = Dataset(f"ct-from-labels-{s}", real["image"], a=real["label"], pairing="paired")
         g = fit(syn_ds, common(args.syn_steps, args.width, args.threads, s, args.batch))
@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> dict:
         "command": "python benchmarks/downstream.py " + " ".join(shlex.quote(a) for a in
                                                                sys.argv[1:]),
         "settings": {"seeds": args.seeds, "size": SIZE, "noise": NOISE, "lesions": LESIONS,
-                     "radius": RADIUS, "n_real": N_REAL, "n_syn": N_SYN, "n_test": N_TEST,
+                     "radius": RADIUS, "n_real": args.n_real, "n_syn": N_SYN, "n_test": N_TEST,
                      "syn_steps": args.syn_steps, "seg_steps": args.seg_steps,
                      "width": args.width, "n_layers": 2, "batch": args.batch, "threads": args.threads,
                      "torch": torch.__version__, "python": platform.python_version()},
@@ -271,15 +271,19 @@ def main() -> None:
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--n-real", type=int, default=64,
+                   help="real labelled pairs (64 writes medical_downstream.*, others "
+                        "medical_downstream_realN.*)")
     p.add_argument("--from-json", action="store_true", help="rewrite the md from the json")
     args = p.parse_args()
-    js = OUT / "medical_downstream.json"
+    stem = "medical_downstream" + ("" if args.n_real == 64 else f"_real{args.n_real}")
+    js = OUT / f"{stem}.json"
     if args.from_json:
         res = json.loads(js.read_text())
     else:
         res = run(args)
         js.write_text(json.dumps(res, indent=2) + "\n")
-    (OUT / "medical_downstream.md").write_text(write_md(res))
+    (OUT / f"{stem}.md").write_text(write_md(res))
     print(write_md(res))
 
 
