@@ -138,6 +138,28 @@ def test_auroc_of_a_scoring_model_on_the_test_split():
         score_auroc(model, Dataset("none", x, x_test=x), n=8, seed=0)
 
 
+def test_unpaired_data_with_an_aligned_test_split_is_scored_as_pairs():
+    from types import SimpleNamespace
+
+    from gankit.data.base import Dataset
+    from gankit.train.callbacks import evaluate_model
+
+    g = torch.Generator().manual_seed(0)
+    a, x = torch.rand(2, 6, 1, 16, 16, generator=g) * 1.5 - 0.75  # in [-0.75, 0.75]
+    model = SimpleNamespace(name="negate", capabilities={"translate"},
+                            infer=lambda cap, t, seed, nets=None: -t)
+
+    def data(info):
+        return Dataset("u", x, x_test=-a + 0.25, a=a, a_test=a, pairing="unpaired", info=info)
+
+    res = evaluate_model(model, data({"paired_test": True}), n=100, seed=0,
+                         metrics=["mae", "ncc"])
+    assert res["results"]["mae"] == pytest.approx(0.25)  # -a against -a + 0.25
+    assert res["results"]["ncc"] == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="'u' is unpaired"):
+        evaluate_model(model, data({}), n=100, seed=0, metrics=["mae"])
+
+
 def _paired_folder(root, n_train=16, n_test=8):
     """train/ and test/ with A/ (blobs) and B/ (their inverted copies): PNG pairs."""
     g = torch.Generator().manual_seed(0)

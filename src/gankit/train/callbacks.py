@@ -256,8 +256,11 @@ def evaluate_model(model: Any, ds: Any, *, n: int, seed: int, metrics: list[str]
     Generative models (``sample``): ``n`` samples from ``seed`` against up to ``n`` real samples
     of ``split`` (``heldout`` for the memorisation metric). Translators (``translate``): the
     held-out inputs translated and compared with their targets, by the paired metrics (L1,
-    PSNR, SSIM, sharpness, label accuracy when the data has labels) and, for the distribution,
-    by the set metrics of the data.
+    PSNR, SSIM, sharpness, label accuracy when the data has labels; or the registered paired
+    metrics named in ``metrics``: psnr, ssim, mae, ncc, dice, jaccard) and, for the
+    distribution, by the set metrics of the data. Unpaired data is scored as pairs when its
+    ``info["paired_test"]`` says the test split is aligned. ``auroc`` ranks a scoring model's
+    scores of the test images (:func:`gankit.metrics.evaluate.score_auroc`).
     """
     from ..metrics.evaluate import _subsample, evaluate_sets
 
@@ -291,7 +294,12 @@ def evaluate_model(model: Any, ds: Any, *, n: int, seed: int, metrics: list[str]
         from ..metrics.evaluate import REPORT_METRICS, paired_metrics
         from ..metrics.paired import paired_report
 
-        paired = ds.pairing == "paired"
+        # unpaired training data may hold an aligned test split (info["paired_test"]: a_test[i]
+        # translates to x_test[i], e.g. two contrasts of one phantom): scored as pairs
+        paired = ds.pairing == "paired" or bool(ds.info.get("paired_test")
+                                                and ds.a_test is not None
+                                                and ds.x_test is not None
+                                                and len(ds.a_test) == len(ds.x_test))
         a = ds.a_test if ds.a_test is not None else ds.a
         x = ds.x_test if ds.x_test is not None else ds.x
         y = ds.y_test if ds.x_test is not None else ds.y
