@@ -194,7 +194,8 @@ def _load_data(cfg: Config, announce: bool = False) -> Dataset:
         sizes.check(cfg.data.image_size, name)
     ds = load_data(cfg.data.name, image_size=cfg.data.image_size, channels=cfg.data.channels,
                    seed=cfg.train.seed, sizes=sizes, model=name, stream=cfg.data.stream,
-                   workers=cfg.data.workers)
+                   workers=cfg.data.workers, window=cfg.data.window,
+                   slice_axis=cfg.data.slice_axis, skip_empty=cfg.data.skip_empty)
     if cfg.data.image_size is None and "image_size_note" in ds.info:
         cfg.data.image_size = ds.resolution
         if announce:
@@ -515,7 +516,7 @@ def evaluate_run(run_dir: str | Path, *, metrics: list[str] | None = None, n: in
             res["protocol"]["metrics"][m] = {"classifier": "LeNet from scratch, Adam 1e-3, seeded",
                                              "test": f"{ds.name} test split"}
     res["protocol"] |= {"run": str(rd.path), "weights": weights, "dataset": ds.name,
-                        "split": split,
+                        "split": res["protocol"].get("split", split),  # translators: held out
                         "checkpoint": (rd.best if WEIGHTS[weights] == "best"
                                        else ckpt.latest_checkpoint(rd.path, quiet=True)).name}
     if write:

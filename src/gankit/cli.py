@@ -29,7 +29,7 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("model")
-@click.option("--data", "data", default=None, help="Built-in name (gankit datasets), image folder or .zip, prepared folder (gankit prepare), or .npy/.npz.")
+@click.option("--data", "data", default=None, help="Built-in name (gankit datasets), image folder or .zip, prepared folder (gankit prepare), .npy/.npz, or NIfTI/DICOM volumes (a file or folder; see data.window).")
 @click.option("--steps", type=int, default=None, help="Generator steps (train.steps).")
 @click.option("--batch-size", type=int, default=None, help="Global batch size (train.batch_size).")
 @click.option("--seed", type=int, default=None, help="The one seed that drives the run (train.seed).")
@@ -345,7 +345,7 @@ def _parse_list(text: str | None) -> list[str] | None:
 
 @cli.command(name="eval")
 @click.argument("run_dir", type=click.Path(path_type=Path), required=False)
-@click.option("--metrics", default=None, help="Comma list of fid,fid-inf,kid,is,pr,dc,modes,stacked-modes,mem (any two sets) and cas,aug (runs of conditional models); default by data.")
+@click.option("--metrics", default=None, help="Comma list of fid,fid-inf,kid,is,pr,dc,modes,stacked-modes,mem (any two sets), psnr,ssim,mae,ncc,dice,jaccard (each output against its target: translating runs, or --real/--fake of equal size), auroc (runs that score), cas,aug (runs of conditional models); default by data.")
 @click.option("--n", "n", type=click.IntRange(min=1), default=5000, show_default=True, help="Generated (and at most real) samples.")
 @click.option("--features", default=None, help="raw, random-cnn, lenet-mnist, inception-v3 (default by data).")
 @click.option("--inception-weights", type=click.Path(path_type=Path), default=None,

@@ -36,6 +36,12 @@ class DataConfig(_Section):
     # memory: auto = when the decoded float32 images exceed gankit.data.STREAM_THRESHOLD
     stream: Literal["auto"] | bool = "auto"
     workers: int | None = None  # DataLoader worker processes of a streamed set (None: auto)
+    # NIfTI/DICOM volumes (gankit.data.medical): intensity window, a preset (brain, soft-tissue,
+    # lung, bone, ...) or WIDTH/LEVEL in HU such as 400/40 (None: per-volume percentiles); the
+    # orientation of the 2-D slices; whether slices of background only are dropped
+    window: str | None = None
+    slice_axis: Literal["axial", "coronal", "sagittal"] = "axial"
+    skip_empty: bool = True
 
     @field_validator("image_size")
     @classmethod
@@ -43,6 +49,24 @@ class DataConfig(_Section):
         if v is not None and v < 1:
             raise ValueError("must be a positive number of pixels")
         return v
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window(cls, v: Any) -> str | None:
+        """Checked when the config is resolved: a misspelt preset fails before any data is
+        read. A [W, L] pair is kept as the text W/L."""
+        if v is None:
+            return None
+        if isinstance(v, (list, tuple)):
+            v = "/".join(str(x) for x in v)
+        from .data.medical import parse_window
+        from .errors import DataError
+
+        try:
+            parse_window(str(v))
+        except DataError as e:
+            raise ValueError(str(e)) from None
+        return str(v)
 
     @field_validator("workers")
     @classmethod

@@ -3,7 +3,9 @@
 ``load_data(spec)`` accepts a built-in name (``gankit datasets`` lists them), a folder of images
 or a ``.zip`` of one (class sub-folders become labels), a folder written by ``gankit prepare``
 (uint8 shards), ``paired:DIR`` or ``unpaired:DIR`` for image-to-image data (see
-:func:`~gankit.data.files.load_paired_folder`), or a ``.npy``/``.npz`` file.
+:func:`~gankit.data.files.load_paired_folder`), a ``.npy``/``.npz`` file, or NIfTI volumes and
+DICOM series (a file, or a folder of them: their 2-D slices, windowed; see
+:mod:`gankit.data.medical`).
 
 Small sets are decoded into one float32 tensor (batches are index slices, DESIGN §4). A folder,
 zip or prepared set whose decoded float32 tensor would exceed :data:`STREAM_THRESHOLD` bytes
@@ -15,6 +17,7 @@ batches through a DataLoader with workers (:mod:`gankit.data.stream`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..errors import DataError
 from ..registry import DATASETS, did_you_mean
@@ -42,7 +45,9 @@ def dataset_meta(name: str) -> dict:
 
 def load_data(spec: str, *, image_size: int | None = None, channels: int | None = None,
               seed: int = 0, sizes: ImageSizes | None = None, model: str = "the model",
-              stream: bool | str = "auto", workers: int | None = None) -> Dataset:
+              stream: bool | str = "auto", workers: int | None = None,
+              window: Any = None, slice_axis: str = "axial", skip_empty: bool = True
+              ) -> Dataset:
     """Load a dataset by built-in name or path.
 
     ``paired:DIR`` and ``unpaired:DIR`` load image-to-image data from the folder ``DIR``
@@ -55,24 +60,37 @@ def load_data(spec: str, *, image_size: int | None = None, channels: int | None 
     :meth:`ImageSizes.choose`), recorded in ``info["image_size"]`` and explained in
     ``info["image_size_note"]``. ``stream`` (``auto``, ``True``, ``False``) and ``workers``
     (DataLoader worker processes; ``None``: chosen by the source) apply to folders, zips and
-    prepared sets. Bad data raises :class:`DataError`.
+    prepared sets. ``window``, ``slice_axis`` and ``skip_empty`` apply to NIfTI/DICOM data
+    (:func:`~gankit.data.medical.load_medical`; ``data.window`` etc. in the config). Bad data
+    raises :class:`DataError`.
     """
+    medical_options = window is not None or slice_axis != "axial"
     for pairing in ("paired", "unpaired"):
         if spec.startswith(pairing + ":"):
             folder = spec[len(pairing) + 1:]
             if not folder:
                 raise DataError(f"'{spec}' names no folder; write {pairing}:DIR, e.g. "
                                 f"{pairing}:./images")
+            _not_medical(spec, medical_options)
             ds = load_paired_folder(Path(folder), image_size=image_size, channels=channels,
                                     pairing=pairing)
             return _fit_size(ds, image_size, sizes, model)
     if spec in DATASETS:
+        _not_medical(spec, medical_options)
         ds = DATASETS.get(spec)(seed=seed)
         ds.info = {**dataset_meta(spec), **ds.info}
         if image_size is not None and ds.is_image and image_size != ds.resolution:
             _resize(ds, image_size)
         return _fit_size(ds, image_size, sizes, model)
     path = Path(spec).expanduser()
+    if path.exists() and not (path.is_dir() and _prepared(path)):
+        from .medical import is_medical, load_medical
+
+        if is_medical(path):
+            ds = load_medical(path, window=window, slice_axis=slice_axis,
+                              skip_empty=skip_empty, image_size=image_size, channels=channels)
+            return _fit_size(ds, image_size, sizes, model)
+    _not_medical(spec, medical_options)
     if path.is_dir() and _prepared(path):
         from .streaming import load_prepared
 
@@ -101,6 +119,12 @@ def load_data(spec: str, *, image_size: int | None = None, channels: int | None 
         f"{', '.join(DATASETS.names())}, or give a folder of images (or a .zip of one), a "
         f"prepared folder (gankit prepare), paired:DIR or unpaired:DIR, or a .npy/.npz file"
     )
+
+
+def _not_medical(spec: str, medical_options: bool) -> None:
+    if medical_options:
+        raise DataError(f"data.window and data.slice_axis apply to NIfTI/DICOM volumes; "
+                        f"'{spec}' holds none")
 
 
 def _prepared(path: Path) -> bool:

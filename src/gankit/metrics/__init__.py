@@ -19,7 +19,19 @@ dc       features   ``density``, ``coverage``                            Naeem e
 modes    points     ``modes_covered``, ``high_quality_frac``,            VEEGAN 2017, PacGAN 2018
                     ``kl_to_uniform`` (``real`` ignored; needs
                     ``centers=`` and ``sigma=``)
+psnr     paired     ``psnr`` (dB, data range 2)                          --
+ssim     paired     ``ssim``                                             Wang et al. 2004
+mae      paired     ``mae`` (on [-1, 1])                                 --
+ncc      paired     ``ncc``, ``ncc_n_undefined``                         Baumgartner et al. 2018
+dice     paired     ``dice`` (masks thresholded at 0)                    Dice 1945
+jaccard  paired     ``jaccard`` (masks thresholded at 0)                 Jaccard 1912
+auroc    scores     ``auroc`` (``real``: binary labels, ``fake``:        Hanley & McNeil 1982
+                    scores)
 ======== ========== ==================================================== =========================
+
+``paired`` metrics compare output ``i`` with target ``i`` (``real`` the targets, ``fake`` the
+outputs of a translator or segmenter, see :mod:`gankit.metrics.medical`); ``gankit eval`` feeds
+them a translating run's outputs on the held-out inputs.
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ from typing import Any, Literal
 
 from ..registry import METRICS
 from . import extractors as _extractors  # noqa: F401  (registers the feature extractors)
+from . import medical as _med
 from .bootstrap import bootstrap_ci
 from .fid import FIDInfinity, feature_stats, fid, fid_from_stats, fid_infinity
 from .inception_score import inception_score
@@ -57,7 +70,7 @@ __all__ = [
     "stacked_mnist_modes",
 ]
 
-Needs = Literal["features", "logits", "points"]
+Needs = Literal["features", "logits", "points", "paired", "scores"]
 
 
 @dataclass(frozen=True)
@@ -65,8 +78,9 @@ class Metric:
     """A registered metric: what input it needs and a uniform ``fn(real, fake, **options)``.
 
     ``needs`` tells the caller what to feed: ``"features"`` (extractor outputs for both sets),
-    ``"logits"`` (classifier logits of the fake set only) or ``"points"`` (raw low-dimensional
-    samples, e.g. toy mixtures). ``protocol`` holds the default settings so a result can record
+    ``"logits"`` (classifier logits of the fake set only), ``"points"`` (raw low-dimensional
+    samples, e.g. toy mixtures), ``"paired"`` (targets and outputs, row ``i`` against row
+    ``i``) or ``"scores"`` (binary labels and a score per sample). ``protocol`` holds the default settings so a result can record
     them next to the value (DESIGN.md §5: every result records its protocol).
     """
 
@@ -133,6 +147,20 @@ _METRICS = [
     Metric("dc", "features", _dc, "Density/coverage (Naeem et al. 2020)", {"k": 5, "inside": "<="}),
     Metric("modes", "points", _modes, "Toy-mixture modes covered and HQ fraction (VEEGAN/PacGAN)",
            {"n_sigma": 3.0, "min_count": 1}),
+    Metric("psnr", "paired", _med.paired_psnr, "Peak signal-to-noise ratio of each output "
+           "against its target, dB", _med.PAIRED_PROTOCOLS["psnr"]),
+    Metric("ssim", "paired", _med.paired_ssim, "Structural similarity of each output against "
+           "its target (Wang et al. 2004)", _med.PAIRED_PROTOCOLS["ssim"]),
+    Metric("mae", "paired", _med.paired_mae, "Mean absolute error of each output against its "
+           "target", _med.PAIRED_PROTOCOLS["mae"]),
+    Metric("ncc", "paired", _med.paired_ncc, "Normalised cross-correlation of each map with "
+           "its target (Baumgartner et al. 2018)", _med.PAIRED_PROTOCOLS["ncc"]),
+    Metric("dice", "paired", _med.paired_dice, "Dice overlap of each mask (thresholded at 0) "
+           "with its target", _med.PAIRED_PROTOCOLS["dice"]),
+    Metric("jaccard", "paired", _med.paired_jaccard, "Jaccard index (IoU) of each mask "
+           "(thresholded at 0) with its target", _med.PAIRED_PROTOCOLS["jaccard"]),
+    Metric("auroc", "scores", _med.scored_auroc, "Area under the ROC curve of anomaly scores "
+           "(Hanley & McNeil 1982)", _med.AUROC_PROTOCOL),
 ]
 
 for _m in _METRICS:

@@ -25,7 +25,11 @@ from . import extractors as _extractors  # noqa: F401  (registers the extractors
 from .memorization import memorization_report
 from .modes import stacked_mnist_modes
 
-LOWER_IS_BETTER = {"fid", "fid_inf", "kid_mean", "kl_to_uniform", "stacked_kl_to_uniform", "l1"}
+LOWER_IS_BETTER = {"fid", "fid_inf", "kid_mean", "kl_to_uniform", "stacked_kl_to_uniform", "l1",
+                   "mae"}
+#: Results of :func:`gankit.metrics.paired.paired_report` that are not registered metrics: a
+#: translating run evaluated with one of these names gets the whole paired report.
+REPORT_METRICS = ("l1", "sharpness", "label_acc")
 #: Metrics computed here rather than from the METRICS registry: they need more than two feature
 #: arrays (a held-out set, per-channel classification, or the generator itself).
 SET_METRICS = {
@@ -152,7 +156,17 @@ def evaluate_sets(real: torch.Tensor, fake: torch.Tensor, *, metrics: list[str] 
     for n in names:
         m = METRICS.get(n)
         protocol["metrics"][n] = m.protocol
-        if m.needs == "points":
+        if m.needs == "scores":
+            raise ConfigError(f"metric '{n}' ranks anomaly scores against labels: evaluate a "
+                              f"run whose model scores (gankit eval RUN --metrics {n})")
+        if m.needs == "paired":
+            # two sets compared row by row (e.g. a folder of outputs and one of targets, both
+            # in sorted order): the same count, and _subsample kept the pairing
+            from .medical import check_paired
+
+            check_paired(n, fake, real)
+            results |= m(real, fake)
+        elif m.needs == "points":
             if not toy:
                 raise ConfigError(f"metric '{n}' needs a toy mixture with known modes "
                                   f"(ring8, grid25)")
@@ -174,6 +188,44 @@ def evaluate_sets(real: torch.Tensor, fake: torch.Tensor, *, metrics: list[str] 
         protocol["metrics"]["stacked-modes"] = {"classifier": "lenet-mnist per channel"}
     protocol["seconds"] = round(time.perf_counter() - t0, 3)
     return {"results": results, "protocol": protocol}
+
+
+def paired_metrics(names: list[str] | None) -> list[str]:
+    """The registered metrics among ``names`` that compare each output with its target
+    (``needs == "paired"``: psnr, ssim, mae, ncc, dice, jaccard)."""
+    return [k for k in names or [] if k in METRICS and METRICS.get(k).needs == "paired"]
+
+
+def score_auroc(model: Any, ds: Any, *, n: int, seed: int,
+                nets: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Image AUROC of a scoring model (``score`` capability, e.g. f-AnoGAN's anomaly score) on
+    the held-out split: up to ``n`` test images scored from ``seed`` against their labels,
+    ``info["anomaly_test"]`` (bool per test image, True = abnormal) or, for a dataset of two
+    classes, ``y_test`` (1 = positive)."""
+    if "score" not in model.capabilities:
+        raise ConfigError(f"metric 'auroc' ranks anomaly scores; model '{model.name}' cannot "
+                          f"score")
+    x = ds.x_test
+    labels = ds.info.get("anomaly_test")
+    if labels is None and ds.y_test is not None and ds.num_classes == 2:
+        labels = ds.y_test
+    if x is None or labels is None:
+        raise ConfigError(f"metric 'auroc' needs held-out images with normal/abnormal labels "
+                          f"(info['anomaly_test'] or a two-class y_test); '{ds.name}' has none")
+    labels = torch.as_tensor(labels).reshape(-1)
+    if len(labels) != len(x):
+        raise DataError(f"'{ds.name}': {len(labels)} anomaly labels for {len(x)} test images")
+    m = min(n, len(x))
+    scores = model.infer("score", x[:m], seed, nets=nets).reshape(m, -1)
+    if scores.shape[1] != 1:
+        raise DataError(f"model '{model.name}' gives {scores.shape[1]} scores per image; auroc "
+                        f"ranks one")
+    from .medical import AUROC_PROTOCOL, scored_auroc
+
+    res = scored_auroc(labels[:m], scores[:, 0])
+    return {"results": res, "protocol": {"auroc": {**AUROC_PROTOCOL, "n": m, "seed": seed,
+                                                   "n_positive": int(labels[:m].sum()),
+                                                   "split": "test"}}}
 
 
 def check_metric_names(names: list[str], allow_run: bool) -> None:

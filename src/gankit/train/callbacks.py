@@ -256,11 +256,26 @@ def evaluate_model(model: Any, ds: Any, *, n: int, seed: int, metrics: list[str]
     Generative models (``sample``): ``n`` samples from ``seed`` against up to ``n`` real samples
     of ``split`` (``heldout`` for the memorisation metric). Translators (``translate``): the
     held-out inputs translated and compared with their targets, by the paired metrics (L1,
-    PSNR, SSIM, sharpness, label accuracy when the data has labels) and, for the distribution,
-    by the set metrics of the data.
+    PSNR, SSIM, sharpness, label accuracy when the data has labels; or the registered paired
+    metrics named in ``metrics``: psnr, ssim, mae, ncc, dice, jaccard) and, for the
+    distribution, by the set metrics of the data. Unpaired data is scored as pairs when its
+    ``info["paired_test"]`` says the test split is aligned. ``auroc`` ranks a scoring model's
+    scores of the test images (:func:`gankit.metrics.evaluate.score_auroc`).
     """
     from ..metrics.evaluate import _subsample, evaluate_sets
 
+    if metrics is not None and "auroc" in metrics:
+        from ..metrics.evaluate import score_auroc
+
+        rest = [k for k in metrics if k != "auroc"]
+        res = score_auroc(model, ds, n=n, seed=seed, nets=nets)
+        if rest:
+            more = evaluate_model(model, ds, n=n, seed=seed, metrics=rest, features=features,
+                                  feature_options=feature_options, nets=nets, cache=cache,
+                                  split=split, heldout=heldout, image_size=image_size)
+            res["results"] = {**more["results"], **res["results"]}
+            res["protocol"] = {**more["protocol"], "auroc": res["protocol"]["auroc"]}
+        return res
     if "sample" in model.capabilities:
         real = ds.x if split == "train" else ds.x_test
         if real is None:
@@ -275,23 +290,46 @@ def evaluate_model(model: Any, ds: Any, *, n: int, seed: int, metrics: list[str]
                              feature_options=feature_options, dataset=ds.name, info=ds.info,
                              real_key=key, seed=seed, heldout=heldout)
     if "translate" in model.capabilities and ds.a is not None:
+        from ..errors import ConfigError
+        from ..metrics.evaluate import REPORT_METRICS, paired_metrics
         from ..metrics.paired import paired_report
 
-        paired = ds.pairing == "paired"
+        # unpaired training data may hold an aligned test split (info["paired_test"]: a_test[i]
+        # translates to x_test[i], e.g. two contrasts of one phantom): scored as pairs
+        paired = ds.pairing == "paired" or bool(ds.info.get("paired_test")
+                                                and ds.a_test is not None
+                                                and ds.x_test is not None
+                                                and len(ds.a_test) == len(ds.x_test))
         a = ds.a_test if ds.a_test is not None else ds.a
         x = ds.x_test if ds.x_test is not None else ds.x
         y = ds.y_test if ds.x_test is not None else ds.y
         m = min(n, len(a))
         out = model.infer("translate", a[:m], seed, nets=nets)
         res: dict[str, Any] = {"results": {}, "protocol": {"task": "translate held-out inputs",
-                                                         "n": m, "seed": seed}}
-        if paired:
+                                                         "n": m, "seed": seed,
+                                                         "split": "test" if ds.a_test is not None
+                                                         else "train"}}
+        # metrics=None: the whole paired report; named metrics: the report only for its own
+        # names (l1, sharpness, label_acc), each registered paired metric (psnr, ssim, mae,
+        # dice, ...) on its own.
+        chosen = paired_metrics(metrics)
+        if paired and (metrics is None or set(metrics) & set(REPORT_METRICS)):
             rep = paired_report(out, x[:m], y[:m] if y is not None and
                                 ds.info.get("features") == "lenet-mnist" else None)
             res["results"] |= rep["results"]
             res["protocol"]["paired"] = rep["protocol"]
+        if chosen:
+            if not paired:
+                raise ConfigError(f"metric '{chosen[0]}' compares each output with its target; "
+                                  f"'{ds.name}' is unpaired (no targets)")
+            from ..registry import METRICS
+
+            res["protocol"]["metrics"] = {}
+            for k in chosen:
+                res["results"] |= METRICS.get(k)(x[:m], out)
+                res["protocol"]["metrics"][k] = METRICS.get(k).protocol
         set_metrics = [k for k in (metrics or ["fid", "kid", "pr", "dc"])
-                       if k not in ("l1", "psnr", "ssim", "label_acc", "sharpness")]
+                       if k not in REPORT_METRICS and k not in chosen]
         if set_metrics and out.dim() == 4:
             sets = evaluate_sets(x[:m], out, metrics=set_metrics, features=features,
                                  dataset=ds.name, info=ds.info, seed=seed)
