@@ -169,8 +169,9 @@ def test_switch_defaults_to_three_quarters_and_is_recorded(tmp_path):
     assert m.p.gan_steps == 30 and cfg.model["gan_steps"] == 30  # saved with the run's config
     stops = {ph.name: (ph.start, ph.stop) for ph in m.phases()}
     assert stops == {"D": (0, 30), "G": (0, 30), "E": (30, None)}
-    with pytest.raises(ConfigError, match="encoder stage would never run"):
-        resolve_config("fanogan", parse_overrides(["train.steps=10", "model.gan_steps=10"]))
+    with pytest.raises(ConfigError, match="kappa must be >= 0"):
+        FAnoGAN(resolve_config("fanogan", parse_overrides(["model.kappa=-1"])),
+                tiny_images().describe())
 
 
 # --- the score command --------------------------------------------------------------------------

@@ -27,7 +27,9 @@ steps ``0 <= t < model.gan_steps`` (``stop``), the encoder phase ``E`` from ``ga
 ``train.steps`` (``start``). ``gan_steps`` defaults to 3/4 of ``train.steps`` (an encoder step
 is one forward/backward of E, G and D, far cheaper than a WGAN-GP step with its 5 critic
 updates); it is fixed into the run's config when the model is built, so a resume with more
-steps keeps the switch where it was. In stage 2 only E's optimizer steps; G and D run in eval
+steps keeps the switch where it was. A run that stops at or before ``gan_steps`` has trained
+the WGAN-GP only (its encoder is untrained): ``gankit resume RUN --steps N`` continues into the
+encoder stage. In stage 2 only E's optimizer steps; G and D run in eval
 mode (G's batch norm uses the running statistics of stage 1, as at test time), so their
 weights and buffers stay exactly as stage 1 left them.
 
@@ -158,14 +160,6 @@ class FAnoGAN(GANFamily):
         self.G = DCGenerator(p.latent_dim, c, r, p.width, p.max_width)
         self.D = layer_norm_critic(DCDiscriminator(c, r, p.width, p.max_width))
         self.E = LatentEncoder(c, r, p.latent_dim, p.width, p.max_width)
-
-    @classmethod
-    def validate_config(cls, cfg: Any) -> None:
-        super().validate_config(cfg)
-        gan = cfg.model.get("gan_steps")
-        if gan is not None and int(gan) >= cfg.train.steps:
-            raise ConfigError(f"model.gan_steps ({gan}) must be below train.steps "
-                              f"({cfg.train.steps}): the encoder stage would never run")
 
     def networks(self) -> dict[str, nn.Module]:
         return {"G": self.G, "D": self.D, "E": self.E}
