@@ -137,7 +137,7 @@ def evaluate(task: str, runs: dict, a: argparse.Namespace) -> tuple[dict, dict]:
                        "mask": torch.from_numpy(m_test), "t": t_val}
         base = (x - mean).abs().numpy()
         tb, _ = best_dice_threshold((x_val - mean).abs().numpy(), m_val)
-        pix["baseline: |x - mean training image|"] = {
+        pix["baseline: abs(x - mean training image)"] = {
             "pixel_auroc": pixel_auroc(base, m_test), "dice_val_threshold": dice(base > tb, m_test),
             "threshold_val": tb}
         res["pixel"] = pix
@@ -241,9 +241,11 @@ def reading(tasks: dict) -> list[str]:
         if "pixel" in t:
             p = t["pixel"]
             out.append(f"{name}: pixel AUROC {p['izi_f encoder']['pixel_auroc']:.3f} (izi_f) vs "
-                       f"{p['baseline: |x - mean training image|']['pixel_auroc']:.3f} "
+                       f"{p['baseline: abs(x - mean training image)']['pixel_auroc']:.3f} "
                        f"(|x - mean|); Dice {p['izi_f encoder']['dice_val_threshold']:.3f} at the "
-                       f"validation threshold.")
+                       f"validation threshold {p['izi_f encoder']['threshold_val']:.2f}; the "
+                       f"healthy-p99 threshold is {p['izi_f encoder']['threshold_p99']:.2f} "
+                       f"(Dice {p['izi_f encoder']['dice_p99_healthy_threshold']:.3f}).")
     return out
 
 
