@@ -174,6 +174,23 @@ def test_switch_defaults_to_three_quarters_and_is_recorded(tmp_path):
                 tiny_images().describe())
 
 
+def test_a_resume_with_more_steps_keeps_the_recorded_switch(tmp_path):
+    """gan_steps defaults to 3/4 of train.steps when the run starts and is saved with it: a
+    resume to twice the steps trains only the encoder, it does not reopen the GAN stage."""
+    import json
+
+    tiny = {k: v for k, v in TINY.items() if k != "model.gan_steps"}
+    run = gk.train("fanogan", "phantom-lesions", steps=4, out=tmp_path / "run", progress=False,
+                   overrides={**tiny, **FAST})
+    assert json.loads((run.run_dir / "config.json").read_text())["model"]["gan_steps"] == 3
+    before = gk.load(run.run_dir, weights="raw").model
+    gk.resume(run.run_dir, steps=8, progress=False)
+    after = gk.load(run.run_dir, weights="raw").model
+    for k in ("G", "D"):
+        assert _same(getattr(before, k).state_dict(), getattr(after, k).state_dict()), k
+    assert not _same(before.E.state_dict(), after.E.state_dict())
+
+
 # --- the score command --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def scored_run(tmp_path_factory):
