@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import DataError
 from ..registry import DATASETS, did_you_mean
-from . import builtin  # noqa: F401  (registers the built-ins)
+from . import anomaly_tasks, builtin  # noqa: F401  (registers the built-ins)
 from .base import Dataset
 from .files import load_arrays, load_paired_folder
 from .sizes import ANY_SIZE, ImageSizes
