@@ -285,3 +285,20 @@ def test_pixel_auroc_and_dice_known_answers():
     t, d = best_dice_threshold(maps, masks)
     assert d == 1.0 and 0.05 <= t < 0.9
     assert percentile_threshold(np.arange(101.0), 99.0) == pytest.approx(99.0)
+
+
+def test_the_doctor_measures_memorisation_against_held_out_normal_images_only():
+    """An anomaly task's test split mixes in anomalies, which are not held-out training data:
+    the memorisation reference must leave them out (else a model of the normal data looks
+    closer to its training set than to 'held-out' data and is called a memoriser)."""
+    from gankit.data import load_data
+    from gankit.doctor.callback import Probe
+
+    ds = load_data("mnist-anomaly-3")
+    assert torch.equal(ds.info["anomaly_test"], ds.y_test.bool())
+    probe = Probe.__new__(Probe)
+    probe.data, probe.kind, probe._mem_ref = ds, "images", None
+    _, held_out, _ = probe.mem_reference()
+    normal = ds.x_test[~ds.info["anomaly_test"]][:1000]
+    assert held_out.shape[0] == len(normal) == 900
+    assert np.array_equal(held_out, normal.flatten(1).double().numpy())

@@ -4,7 +4,9 @@ Fast unsupervised anomaly detection with generative adversarial networks").
 
 Every task here has the same layout: ``x`` holds normal images only (``y`` is all 0), ``x_test``
 a fixed mix with ``y_test`` = 0 for normal and 1 for anomalous images; the classes are
-``["normal", "anomalous"]``. Nothing is downloaded; everything is deterministic (fixed seeds,
+``["normal", "anomalous"]`` and ``info["anomaly_test"]`` is ``y_test == 1`` as booleans (what
+``gankit eval --metrics auroc`` ranks against, and what keeps the doctor's memorisation check
+comparing samples with held-out *normal* images only). Nothing is downloaded; everything is deterministic (fixed seeds,
 independent of ``train.seed``, so every run is scored on the same test set).
 
 - ``mnist-anomaly`` / ``mnist-anomaly-K`` (K = 0..9): the MNIST-5k digits (the 4,000/1,000 split
@@ -66,7 +68,8 @@ def mnist_anomaly(digit: int = 0) -> Dataset:
     y_test = torch.from_numpy((yte == digit).astype(np.int64))
     name = "mnist-anomaly" if digit == 0 else f"mnist-anomaly-{digit}"
     return Dataset(name, x, torch.zeros(len(x), dtype=torch.int64), 2, _pad32(xte), y_test,
-                   info={"anomaly_digit": digit, "digits_test": torch.from_numpy(yte)})
+                   info={"anomaly_digit": digit, "digits_test": torch.from_numpy(yte),
+                         "anomaly_test": y_test.bool()})
 
 
 def _register_mnist(name: str, digit: int) -> None:
@@ -122,4 +125,5 @@ def phantom_lesions(**_: object) -> Dataset:
     x_val, y_val, m_val = _mixed(100, _SEEDS["val_healthy"], _SEEDS["val_lesions"])
     x_test, y_test, m_test = _mixed(200, _SEEDS["test_healthy"], _SEEDS["test_lesions"])
     return Dataset("phantom-lesions", x, torch.zeros(len(x), dtype=torch.int64), 2, x_test, y_test,
-                   info={"masks_test": m_test, "x_val": x_val, "y_val": y_val, "masks_val": m_val})
+                   info={"masks_test": m_test, "x_val": x_val, "y_val": y_val, "masks_val": m_val,
+                         "anomaly_test": y_test.bool()})

@@ -119,7 +119,11 @@ class Probe:
                 return None
             g = torch.Generator().manual_seed(4244)
             tr_x = ds.x[torch.randperm(len(ds.x), generator=g)[:2000]].float().cpu()
-            ho_x = ds.x_test[:1000].float().cpu()
+            ho_x = ds.x_test
+            abnormal = ds.info.get("anomaly_test")  # an anomaly task's test set mixes in
+            if abnormal is not None:  # anomalies: held-out means held-out *normal* data
+                ho_x = ho_x[~torch.as_tensor(abnormal, dtype=torch.bool)]
+            ho_x = ho_x[:1000].float().cpu()
             if self.kind == "digits":
                 ext = self.lenet()
                 self._mem_ref = (ext.features(tr_x), ext.features(ho_x), "lenet-mnist")
