@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from .errors import GankitError
+from .outputs import check_target
 
 
 def _console():
@@ -157,7 +158,7 @@ def sample(run_dir: Path, n: int, out: Path, seed: int, labels: str | None,
     from .api import load
     from .errors import ConfigError
 
-    _check_target(out)
+    check_target(out)
     g = load(run_dir, weights=weights)
     g.model.require("sample")
     lab = None
@@ -175,27 +176,6 @@ def sample(run_dir: Path, n: int, out: Path, seed: int, labels: str | None,
     opts = {"truncation": truncation} if truncation is not None else {}
     x = g.sample(n, seed=seed, labels=lab, **opts)
     _write_output(x, out, n)
-
-
-def _check_target(out: Path, file: bool = False) -> None:
-    """Refuse, before any work, an output path that cannot be written: a folder where a file
-    is meant, a file where a folder is meant, a file as a parent, a read-only folder.
-    ``file``: the output is one file whatever its name (eval, report); otherwise a .png/.npy
-    name is a file and any other a folder of images."""
-    from .errors import ConfigError
-
-    as_file = file or out.suffix in (".png", ".npy")
-    if as_file and out.is_dir():
-        raise ConfigError(f"--out {out} is a folder; give a file name")
-    if not as_file and out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a folder, a .png or a .npy")
-    parent = out.parent if as_file or not out.exists() else out
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ConfigError(f"--out {out}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {out}: {parent} is not writable")
 
 
 def _write_output(x, out: Path, n: int, names: list[str] | None = None) -> None:
@@ -234,7 +214,7 @@ def translate(run_dir: Path, input_: Path, out: Path, seed: int, weights: str,
     from .api import load
     from .data.inputs import read_inputs
 
-    _check_target(out)
+    check_target(out)
     g = load(run_dir, weights=weights)
     g.model.require("translate")
     x, names = read_inputs(input_, g.model.info)
@@ -369,7 +349,7 @@ def eval_cmd(run_dir: Path | None, metrics: str | None, n: int, features: str | 
     from .metrics.evaluate import evaluate_sets
 
     opts = {"path": str(inception_weights)} if inception_weights else None
-    _check_target(out if out is not None else (run_dir or Path(".")) / "eval.json", file=True)
+    check_target(out if out is not None else (run_dir or Path(".")) / "eval.json", file=True)
     if run_dir is not None:
         if real or fake:
             raise ConfigError("give either RUN_DIR or --real/--fake, not both")
@@ -434,7 +414,7 @@ def report(run_dir: Path, out: Path | None) -> None:
     """Write one self-contained HTML report of RUN_DIR (curves, samples, diagnoses, protocol)."""
     from .report import write_report
 
-    _check_target(out if out is not None else run_dir / "report.html", file=True)
+    check_target(out if out is not None else run_dir / "report.html", file=True)
     path = write_report(run_dir, out)
     _console().print(f"wrote {path}")
 

@@ -48,18 +48,18 @@ def score(run_dir: Path, input_: Path, out: Path | None, maps: Path | None,
     from rich.console import Console
 
     from .api import load
-    from .cli import _check_target
     from .data.inputs import read_inputs
     from .errors import ConfigError
+    from .outputs import check_target
 
     if out is not None:
         if out.suffix.lower() != ".csv":
             raise ConfigError(f"--out {out}: give a .csv file name")
-        _check_target(out, file=True)
+        check_target(out, file=True)
     if maps is not None:
         if maps.suffix and maps.suffix not in (".npy",):
             raise ConfigError(f"--maps {maps}: give a folder or a .npy file")
-        _check_target(maps)
+        check_target(maps)
     if kappa is not None and kappa < 0:
         raise ConfigError(f"--kappa must be >= 0, got {kappa}")
     g = load(run_dir, weights=weights)

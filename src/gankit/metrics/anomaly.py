@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from .medical import auroc  # the Mann-Whitney AUROC, one implementation
 
 __all__ = ["auroc", "best_dice_threshold", "dice", "percentile_threshold", "pixel_auroc"]
 
@@ -28,33 +29,6 @@ def _np(a: Any, dtype: Any = np.float64) -> np.ndarray:
     if hasattr(a, "detach"):
         a = a.detach().cpu().numpy()
     return np.asarray(a, dtype=dtype)
-
-
-def auroc(scores: Any, labels: Any) -> float:
-    """Area under the ROC curve of ``scores`` (higher = more anomalous) for binary ``labels``
-    (1 = anomalous): the probability that a random anomalous sample scores above a random
-    normal one, ties counting one half (the Mann-Whitney U statistic / (n1 n0)).
-
-    1 for a perfect ranking, 0 for a reversed one, 0.5 for a constant score.
-    """
-    s = _np(scores).ravel()
-    raw = _np(labels).ravel()
-    if not np.isin(raw, (0.0, 1.0)).all():
-        raise DataError("auroc: labels must be 0 (normal) or 1 (anomalous)")
-    y = raw.astype(bool)
-    if s.shape != y.shape:
-        raise DataError(f"auroc: {s.size} scores for {y.size} labels")
-    if not np.isfinite(s).all():
-        raise DataError("auroc: scores contain NaN or Inf")
-    n1 = int(y.sum())
-    n0 = y.size - n1
-    if n1 == 0 or n0 == 0:
-        raise DataError(f"auroc needs both classes; got {n1} anomalous and {n0} normal")
-    from scipy.stats import rankdata
-
-    r = rankdata(s)  # average ranks for ties
-    u = r[y].sum() - n1 * (n1 + 1) / 2.0
-    return float(u / (n1 * n0))
 
 
 def pixel_auroc(maps: Any, masks: Any) -> float:

@@ -1,0 +1,32 @@
+"""Where a command writes: output paths checked before any work is done.
+
+The commands that write files (sample, translate, score, eval, report, ...) call
+:func:`check_target` first, so a path that cannot be written is one clear line (exit 2) before
+a model is loaded or anything is computed, and nothing already written is touched.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import ConfigError
+
+
+def check_target(out: Path, file: bool = False) -> None:
+    """Refuse, before any work, an output path that cannot be written: a folder where a file
+    is meant, a file where a folder is meant, a file as a parent, a read-only folder.
+    ``file``: the output is one file whatever its name (eval, report); otherwise a .png/.npy
+    name is a file and any other a folder of images."""
+    as_file = file or out.suffix in (".png", ".npy")
+    if as_file and out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file name")
+    if not as_file and out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder, a .png or a .npy")
+    parent = out.parent if as_file or not out.exists() else out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"--out {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: {parent} is not writable")
