@@ -69,6 +69,9 @@ def load_data(spec: str, *, image_size: int | None = None, channels: int | None 
     if spec in DATASETS:
         ds = DATASETS.get(spec)(seed=seed)
         ds.info = {**dataset_meta(spec), **ds.info}
+        if image_size is not None and ds.is_volume:
+            raise DataError(f"data.image_size resizes 2-D images; '{spec}' holds 3-D volumes of "
+                            f"shape {ds.shape}")
         if image_size is not None and ds.is_image and image_size != ds.resolution:
             _resize(ds, image_size)
         return _fit_size(ds, image_size, sizes, model)

@@ -189,6 +189,9 @@ class ModelFamily(nn.Module, metaclass=abc.ABCMeta):
     #: tests' tiny datasets it trains on (images, points, paired).
     tiny: ClassVar[dict[str, Any]] = {}
     tiny_data: ClassVar[str] = "images"
+    #: Whether the family's networks take 3-D volumes ``[N, C, D, H, W]`` (vox2vox); the others
+    #: refuse volume data in one line rather than fail inside a 2-D convolution.
+    takes_volumes: ClassVar[bool] = False
     #: Whether the family plays an adversarial game (the tricks.* section applies to it).
     adversarial: ClassVar[bool] = False
     # D's logged scores (D/real, D/fake) are the scores of the configured loss.name (GANs only).
@@ -204,6 +207,10 @@ class ModelFamily(nn.Module, metaclass=abc.ABCMeta):
         self.sample_shape: tuple[int, ...] = tuple(info["shape"])
         self.num_classes: int = int(info.get("num_classes", 0))
         data_kind = info.get("kind", kind)
+        if info.get("is_volume") and not self.takes_volumes:
+            raise ConfigError(f"model '{cfg.model['name']}' takes 2-D data; '{info.get('name')}' "
+                              f"holds 3-D volumes of shape {tuple(info['shape'])} (a 3-D family "
+                              f"such as vox2vox trains on them)")
         if data_kind not in self.data_kinds:
             raise ConfigError(f"model '{cfg.model['name']}' trains on {' or '.join(self.data_kinds)}"
                               f" data; '{info.get('name')}' is {data_kind}"

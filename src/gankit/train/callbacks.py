@@ -102,7 +102,7 @@ class SampleGrids(Callback):
     def on_train_start(self, tr: Trainer) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         # the scatter of 2-D samples shows real points under them; image grids need none
-        self.real = None if self.ds.is_image else self.ds.x[:2000]
+        self.real = None if self.ds.is_image or self.ds.is_volume else self.ds.x[:2000]
 
     def on_step_end(self, tr: Trainer) -> None:
         if tr.step % self.every == 0 or tr.step == tr.cfg.train.steps:
@@ -123,9 +123,12 @@ class SampleGrids(Callback):
 
 def save_samples(fake: torch.Tensor, path: Path, real: torch.Tensor | None = None,
                  nrow: int | None = None) -> Path:
-    """A PNG of samples: an image grid, or a scatter over the real points for 2-D data."""
+    """A PNG of samples: an image grid (3-D volumes ``[N, C, D, H, W]`` by their middle slice),
+    or a scatter over the real points for 2-D data."""
     from ..data.images import plot_points, save_grid
 
+    if fake.dim() == 5:
+        fake = fake[:, :, fake.shape[2] // 2]  # [N, C, H, W]: the middle slice of each volume
     if fake.dim() == 4:
         return save_grid(fake.clamp(-1, 1), path, nrow=nrow)
     if fake.shape[1] == 2:
