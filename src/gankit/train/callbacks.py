@@ -260,7 +260,8 @@ def evaluate_model(model: Any, ds: Any, *, n: int, seed: int, metrics: list[str]
     of ``split`` (``heldout`` for the memorisation metric). Translators (``translate``): the
     held-out inputs translated and compared with their targets, by the paired metrics (L1,
     PSNR, SSIM, sharpness, label accuracy when the data has labels) and, for the distribution,
-    by the set metrics of the data.
+    by the set metrics of the data. Segmenters (``segment``): Dice and Jaccard of the held-out
+    masks (:func:`gankit.metrics.segmentation.segmentation_report`).
     """
     from ..metrics.evaluate import _subsample, evaluate_sets
 
@@ -301,7 +302,11 @@ def evaluate_model(model: Any, ds: Any, *, n: int, seed: int, metrics: list[str]
             res["results"] |= sets["results"]
             res["protocol"]["sets"] = sets["protocol"]
         return res
+    if "segment" in model.capabilities and ds.a is not None and ds.pairing == "paired":
+        from ..metrics.segmentation import segmentation_report
+
+        return segmentation_report(model, ds, n=n, seed=seed, nets=nets)
     from ..models.base import CapabilityError
 
-    raise CapabilityError(f"model '{model.name}' can neither sample nor translate: nothing to "
-                          f"evaluate")
+    raise CapabilityError(f"model '{model.name}' can neither sample, translate nor segment: "
+                          f"nothing to evaluate")
