@@ -2,6 +2,7 @@
 SegAN (Xue et al. 2018), vox2vox (Cirillo et al. 2020), Dice/Jaccard/uncertainty metrics and
 ``gankit segment``."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,3 +69,206 @@ def test_volumes_are_not_written_as_image_folders(tmp_path):
 
     with pytest.raises(ConfigError, match="holds 3-D volumes"):
         write_folder(Dataset("vol", _volumes()), tmp_path / "out")
+
+
+def test_segan_refuses_volumes_and_vox2vox_refuses_images():
+    from conftest import make_tiny_paired, make_tiny_volumes
+
+    from gankit.config import resolve_config
+    from gankit.trained import build_model
+
+    with pytest.raises(ConfigError, match="takes 2-D data"):
+        build_model(resolve_config("segan", {}), make_tiny_volumes().describe())
+    with pytest.raises(ConfigError, match="vox2vox segments 3-D volumes"):
+        build_model(resolve_config("vox2vox", {}), make_tiny_paired().describe())
+
+
+# --- the datasets ---------------------------------------------------------------------------------
+def test_phantom_seg_masks_are_exactly_the_lesions():
+    from gankit.data import load_data
+    from gankit.data.phantoms import CONTRASTS, LESION
+    from gankit.data.segmentation_tasks import phantom_seg_arrays
+
+    # Without noise, a pixel shows the lesion intensity exactly when the mask says lesion (no
+    # other tissue has the CT lesion value 0.8).
+    img, mask = phantom_seg_arrays(6, size=32, seed=5, noise=0.0)
+    lesion = CONTRASTS["ct"][LESION]
+    assert mask.any(axis=(1, 2)).all()  # every phantom has a lesion
+    assert np.array_equal(np.isclose(img, lesion), mask)
+    ds = load_data("phantom-seg")
+    assert ds.pairing == "paired" and ds.shape == (1, 64, 64) and (len(ds), len(ds.x_test)) == \
+        (800, 200)
+    assert set(ds.x.unique().tolist()) == {-1.0, 1.0}
+    assert torch.equal(ds.info["masks"], ds.x > 0) and torch.equal(ds.info["masks_test"],
+                                                                  ds.x_test > 0)
+    # the first training phantoms are the generator's first ones (fixed seed 0)
+    img5, mask5 = phantom_seg_arrays(5, seed=0)
+    assert torch.equal(ds.x[:5, 0] > 0, torch.from_numpy(mask5))
+    assert torch.allclose(ds.a[:5, 0], torch.from_numpy(img5) * 2 - 1)
+    # lesion pixels are bright (0.8 + noise), on average well above the rest of the body
+    lesion_mean = float(ds.a[ds.x > 0].mean())
+    assert abs(lesion_mean - (2 * lesion - 1)) < 0.02
+
+
+def test_blobs3d_masks_are_the_blobs():
+    from gankit.data import load_data
+    from gankit.data.phantoms import blob_volumes
+
+    ds = load_data("blobs3d")
+    assert ds.is_volume and ds.shape == (1, 32, 32, 32) and ds.kind == "paired"
+    assert (len(ds), len(ds.x_test)) == (160, 40)
+    vols, masks = blob_volumes(40, 32, seed=1)
+    assert torch.equal(ds.x_test[:, 0] > 0, torch.from_numpy(masks))
+    assert torch.allclose(ds.a_test[:, 0], torch.from_numpy(vols) * 2 - 1)
+    assert torch.equal(ds.info["masks_test"], ds.x_test > 0)
+    # blobs at 0.75 (-> 0.5 in [-1, 1]) plus noise of std 0.1, the organ at 0.4 (-> -0.2)
+    assert abs(float(ds.a[ds.x > 0].mean()) - 0.5) < 0.02
+    with pytest.raises(DataError, match="holds 3-D volumes"):
+        load_data("blobs3d", image_size=16)
+
+
+# --- metrics --------------------------------------------------------------------------------------
+def test_dice_and_jaccard_known_answers_2d_and_3d():
+    from gankit.metrics.segmentation import dice, jaccard
+
+    p = torch.zeros(3, 1, 4, 4, dtype=torch.bool)
+    t = torch.zeros(3, 1, 4, 4, dtype=torch.bool)
+    p[0, 0, :2, :2] = True  # 4 predicted
+    t[0, 0, :2, :3] = True  # 6 true, 4 shared: Dice 8/10, Jaccard 4/6
+    t[1, 0, 0, 0] = True  # nothing predicted: 0
+    # sample 2: both empty: 1 by convention
+    assert torch.allclose(dice(p, t), torch.tensor([0.8, 0.0, 1.0], dtype=torch.float64))
+    assert torch.allclose(jaccard(p, t), torch.tensor([4 / 6, 0.0, 1.0], dtype=torch.float64))
+    # 3-D, and {-1, +1} masks thresholded at 0
+    pv = torch.full((1, 1, 4, 4, 4), -1.0)
+    tv = torch.full((1, 1, 4, 4, 4), -1.0)
+    pv[0, 0, :2] = 1.0  # 32 voxels
+    tv[0, 0, 1:3] = 1.0  # 32 voxels, 16 shared
+    d, j = float(dice(pv, tv)), float(jaccard(pv, tv))
+    assert d == pytest.approx(0.5) and j == pytest.approx(1 / 3)
+    assert j == pytest.approx(d / (2 - d))
+    with pytest.raises(DataError, match="differ in shape"):
+        dice(pv, tv[:, :, :2])
+
+
+def test_spearman_and_uncertainty_error():
+    from gankit.metrics.segmentation import spearman, uncertainty_error
+
+    # ranks 1 2 3 4 vs 1 3 2 4: sum d^2 = 2, rho = 1 - 6 * 2 / (4 * 15) = 0.8
+    assert spearman([1.0, 2, 3, 4], [10.0, 30, 20, 40]) == pytest.approx(0.8)
+    assert spearman([1.0, 2, 3], [3.0, 2, 1]) == pytest.approx(-1.0)
+    assert np.isnan(spearman([1.0, 1, 1], [1.0, 2, 3]))
+    g = torch.Generator().manual_seed(0)
+    t = torch.rand(4, 1, 8, 8, generator=g) > 0.5
+    prob = torch.rand(4, 1, 8, 8, generator=g)
+    err = (prob - t.double()).abs()
+    r = uncertainty_error(err ** 2, prob, t)  # a variance that ranks pixels as their error
+    assert r["spearman_pixel"] == pytest.approx(1.0) and r["n_pixels"] == 256
+    r = uncertainty_error(-err, prob, t)
+    assert r["spearman_pixel"] == pytest.approx(-1.0)
+
+
+# --- SegAN ----------------------------------------------------------------------------------------
+def _segan(**model):
+    from conftest import make_tiny_paired
+
+    from gankit.config import resolve_config
+    from gankit.trained import build_model
+
+    ds = make_tiny_paired()
+    cfg = resolve_config("segan", {"model": {"width": 4, "c_layers": 2, **model}})
+    return build_model(cfg, ds.describe()), ds
+
+
+def test_multiscale_l1_equals_a_hand_computation():
+    from helpers import FixedOutput
+
+    from gankit.models.segan import multiscale_l1, soft_dice_loss
+
+    a = [torch.tensor([1.0, 2.0]), torch.tensor([[3.0]])]
+    b = [torch.tensor([0.0, 0.0]), torch.tensor([[1.0]])]
+    assert float(multiscale_l1(a, b)) == pytest.approx((1.5 + 2.0) / 2)
+
+    class Stub(torch.nn.Module):  # a critic whose features are the input and twice the input
+        def forward(self, x):
+            return [x, 2 * x]
+
+    model, _ = _segan(lambda_adv=0.7, lambda_dice=0.3)
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(2, 1, 16, 16, generator=g) * 2 - 1
+    mask = torch.where(torch.rand(2, 1, 16, 16, generator=g) > 0.7, 1.0, -1.0)
+    t = torch.rand(2, 1, 16, 16, generator=g) * 2 - 1  # S's tanh output
+    loss, stats, prob = model.s_loss(FixedOutput(t), Stub(), img, mask)
+    i01, p01, y01 = (img + 1) / 2, (t + 1) / 2, (mask + 1) / 2
+    mae = ((i01 * p01 - i01 * y01).abs().mean() + (2 * i01 * p01 - 2 * i01 * y01).abs().mean()) / 2
+    inter = (p01 * y01).sum()
+    dice = 1 - (2 * inter + 1) / (p01.sum() + y01.sum() + 1)
+    assert float(stats["S/mae"]) == pytest.approx(float(mae), rel=1e-6)
+    assert float(soft_dice_loss(p01, y01)) == pytest.approx(float(dice), rel=1e-6)
+    assert float(loss) == pytest.approx(0.7 * float(mae) + 0.3 * float(dice), rel=1e-6)
+    assert torch.equal(prob, p01)
+
+
+def _s_grads(model, C, img, mask):
+    model.eval()  # dropout off: the gradients differ only through the loss
+    model.S.zero_grad(set_to_none=True)
+    loss, _, _ = model.s_loss(model.S, C, img, mask)
+    loss.backward()
+    return torch.cat([p.grad.flatten() for p in model.S.parameters()])
+
+
+def test_lambda_adv_zero_means_the_critic_does_not_touch_s():
+    from gankit.models.segan import MultiScaleCritic
+
+    torch.manual_seed(0)
+    _, ds = _segan()
+    img, mask = ds.a[:8], ds.x[:8]
+    c1, c2 = MultiScaleCritic(1, 4, 2, "instance"), MultiScaleCritic(1, 4, 2, "instance")
+    adv, _ = _segan(lambda_adv=1.0)
+    assert set(adv.networks()) == {"S", "C"} and [p.name for p in adv.phases()] == ["S", "C"]
+    # with the adversarial term, which critic S plays against changes its gradient
+    assert not torch.allclose(_s_grads(adv, c1, img, mask), _s_grads(adv, c2, img, mask))
+    base, _ = _segan(lambda_adv=0.0)
+    assert set(base.networks()) == {"S"} and [p.name for p in base.phases()] == ["S"]
+    base.S.load_state_dict(adv.S.state_dict())
+    g1, g2 = _s_grads(base, c1, img, mask), _s_grads(base, c2, img, mask)
+    assert torch.equal(g1, g2)
+    # ... and it is the Dice loss's gradient alone
+    from gankit.models.segan import soft_dice_loss
+
+    base.S.zero_grad(set_to_none=True)
+    soft_dice_loss((base.S(img) + 1) / 2, (mask + 1) / 2).backward()
+    assert torch.equal(g1, torch.cat([p.grad.flatten() for p in base.S.parameters()]))
+    with pytest.raises(ConfigError, match="lambda_adv > 0 or model.lambda_dice > 0"):
+        _segan(lambda_adv=0.0, lambda_dice=0.0)
+
+
+def test_mc_dropout_mean_and_variance():
+    from gankit.models.segan import mc_segment
+
+    model, ds = _segan()
+    model.eval()
+    x = ds.a_test[:4]
+    with torch.no_grad():
+        det = model.segment(x)
+        assert torch.equal(det, model.segment(x))  # dropout off: deterministic
+        assert det.shape == (4, 1, 16, 16) and 0 <= det.min() and det.max() <= 1
+        both = model.segment(x, generator=torch.Generator().manual_seed(3), mc=5,
+                             output="prob+variance")
+        g = torch.Generator().manual_seed(3)  # the same masks, pass by pass
+        passes = []
+        for _ in range(5):
+            passes.append(mc_segment(model.S, x, generator=g, mc=1))
+        passes = torch.stack(passes)
+        assert torch.allclose(both[:, :1], passes.mean(0), atol=1e-6)
+        assert torch.allclose(both[:, 1:], passes.var(0, unbiased=False), atol=1e-6)
+        assert both[:, 1:].max() > 0  # dropout makes the passes differ
+        mask = model.segment(x, generator=torch.Generator().manual_seed(3), mc=5, output="mask")
+        assert torch.equal(mask, (both[:, :1] > 0.5).float())
+    with pytest.raises(ConfigError, match="mc >= 2"):
+        model.segment(x, mc=1, output="variance")
+    nodrop, _ = _segan(dropout=0.0)
+    with pytest.raises(ConfigError, match="needs dropout layers"):
+        nodrop.segment(x, mc=4)
+    with pytest.raises(DataError, match=r"segments images \[N, 1, H, W\]"):
+        model.segment(x[:, :, 0])
