@@ -272,3 +272,139 @@ def test_mc_dropout_mean_and_variance():
         nodrop.segment(x, mc=4)
     with pytest.raises(DataError, match=r"segments images \[N, 1, H, W\]"):
         model.segment(x[:, :, 0])
+
+
+# --- vox2vox --------------------------------------------------------------------------------------
+def test_generalised_dice_loss_hand_computation():
+    from gankit.models.vox2vox import generalised_dice_loss
+
+    t = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0, 0.0])  # 2 foreground, 4 background voxels
+    p = torch.tensor([0.5, 1.0, 0.5, 0.0, 0.0, 0.0])
+    w_f, w_b = 1 / 2**2, 1 / 4**2
+    inter = w_f * (0.5 + 1.0) + w_b * (0.5 + 1 + 1 + 1)
+    total = w_f * (2 + 2.0) + w_b * (4 + 4.0)
+    assert float(generalised_dice_loss(p, t)) == pytest.approx(1 - 2 * inter / total, rel=1e-5)
+    assert float(generalised_dice_loss(t, t)) == pytest.approx(0.0, abs=1e-6)
+    assert float(generalised_dice_loss(1 - t, t)) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_vox2vox_seg_mode_has_no_discriminator_and_segments_volumes():
+    from conftest import make_tiny_volumes
+
+    from gankit.config import resolve_config
+    from gankit.trained import build_model
+
+    ds = make_tiny_volumes()
+    over = {"width": 2, "depth": 2, "n_layers": 1, "bottleneck": 1}
+    gan = build_model(resolve_config("vox2vox", {"model": over}), ds.describe())
+    seg = build_model(resolve_config("vox2vox", {"model": {**over, "mode": "seg"}}),
+                      ds.describe())
+    assert set(gan.networks()) == {"G", "D"} and set(seg.networks()) == {"G"}
+    assert [p.name for p in seg.phases()] == ["G"]
+    gan.eval()
+    with torch.no_grad():
+        y = gan.segment(ds.a_test)
+        assert y.shape == (8, 1, 8, 8, 8) and 0 <= y.min() and y.max() <= 1
+        both = gan.segment(ds.a_test, generator=torch.Generator().manual_seed(0), mc=3,
+                           output="prob+variance")
+        assert both.shape == (8, 2, 8, 8, 8) and both[:, 1].max() > 0
+    with pytest.raises(DataError, match="multiples of 4"):
+        gan.segment(torch.zeros(1, 1, 6, 8, 8))
+    with pytest.raises(DataError, match=r"segments volumes \[N, 1, D, H, W\]"):
+        gan.segment(ds.a_test[:, :, 0])
+    with pytest.raises(ConfigError, match="power of two >= 16"):  # 8 < 2**(n_layers + 2)
+        build_model(resolve_config("vox2vox", {"model": {**over, "n_layers": 2}}), ds.describe())
+
+
+# --- kill -9 resume -------------------------------------------------------------------------------
+@pytest.mark.parametrize("name,data", [("segan", "phantom-seg"), ("vox2vox", "blobs3d")])
+def test_resume_after_sigkill_is_bit_identical(name, data, tmp_path):
+    from test_resume_ddp import COMMON, assert_identical, final_weights, killed_and_resumed, sets
+
+    # batches of 4 (the last --batch-size wins): the tiny networks on 64^2 / 32^3 data
+    args = [name, "--data", data, "--steps", "24", *COMMON, "--batch-size", "4", *sets(name)]
+    run, ref = killed_and_resumed(args, tmp_path)
+    assert_identical(final_weights(run), final_weights(ref))
+
+
+# --- gankit segment -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    from conftest import make_tiny_paired, make_tiny_volumes
+
+    import gankit
+    from gankit.registry import MODELS
+
+    base = tmp_path_factory.mktemp("segruns")
+    fast = {"train.steps": 6, "train.batch_size": 8, "train.ckpt_every": 6,
+            "train.sample_every": 100, "train.doctor": False}
+    out = {}
+    for name, ds in (("segan", make_tiny_paired()), ("vox2vox", make_tiny_volumes())):
+        gankit.train(name, ds, out=base / name, progress=False,
+                     overrides={**fast, **MODELS.get(name).tiny})
+        out[name] = (base / name, ds)
+    return out
+
+
+def test_segment_cli_writes_masks_and_variance(runs, tmp_path, capsys):
+    from helpers import cli_output
+    from PIL import Image
+
+    import gankit
+
+    run, ds = runs["segan"]
+    a = ds.a_test[:3]
+    np.save(tmp_path / "in.npy", a.numpy())
+    code, out, err = cli_output(capsys, "segment", run, "--input", tmp_path / "in.npy", "--out",
+                                tmp_path / "masks", "--mc", "4", "--seed", "1")
+    assert code == 0 and "masks and variance maps of 3 inputs" in out, err
+    names = sorted(p.name for p in (tmp_path / "masks").iterdir())
+    assert names == sorted([f"{i:05d}_{k}.png" for i in range(3) for k in ("mask", "variance")])
+    ref = gankit.load(run).segment(a, seed=1, mc=4, output="prob+variance")
+    png = np.asarray(Image.open(tmp_path / "masks" / "00001_mask.png"))
+    assert np.array_equal(png > 127, (ref[1, 0] > 0.5).numpy())
+    code, out, err = cli_output(capsys, "segment", run, "--input", tmp_path / "in.npy", "--out",
+                                tmp_path / "o.npz", "--mc", "4", "--seed", "1")
+    assert code == 0, err
+    z = np.load(tmp_path / "o.npz")
+    assert z["mask"].shape == (3, 1, 16, 16) and z["variance"].shape == (3, 1, 16, 16)
+    assert np.allclose(z["prob"], ref[:, :1].numpy()) and np.allclose(z["variance"],
+                                                                       ref[:, 1:].numpy())
+    assert np.array_equal(z["mask"], (z["prob"] > 0.5).astype(np.uint8))
+    # one-line errors, exit 2
+    for args, msg in ((["--mc", "1"], "--mc 1 gives no variance"),
+                      (["--input", tmp_path / "nope.npy"], "no such file"),):
+        full = ["segment", run, "--input", tmp_path / "in.npy", "--out", tmp_path / "x", *args]
+        code, _, err = cli_output(capsys, *full)
+        assert code == 2 and len(err) == 1 and msg in err[0], err
+
+
+def test_segment_cli_on_volumes(runs, tmp_path, capsys):
+    from helpers import cli_output
+
+    import gankit
+
+    run, ds = runs["vox2vox"]
+    np.save(tmp_path / "vols.npy", ds.a_test[:2, 0].numpy())  # [N, D, H, W]: one channel
+    code, out, err = cli_output(capsys, "segment", run, "--input", tmp_path / "vols.npy",
+                                "--out", tmp_path / "v.npz")
+    assert code == 0 and "wrote masks of 2 inputs" in out, err
+    z = np.load(tmp_path / "v.npz")
+    ref = gankit.load(run).segment(ds.a_test[:2])
+    assert z["mask"].shape == (2, 1, 8, 8, 8) and np.allclose(z["prob"], ref.numpy())
+    folder = tmp_path / "vin"
+    folder.mkdir()
+    np.save(folder / "scan.npy", ds.a_test[0, 0].numpy())
+    code, _, err = cli_output(capsys, "segment", run, "--input", folder, "--out",
+                              tmp_path / "vout", "--mc", "3")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "vout").iterdir()) == ["scan_mask.npy",
+                                                                    "scan_variance.npy"]
+    np.save(tmp_path / "flat.npy", ds.a_test[0, 0, 0].numpy())  # one 2-D slice, not a volume
+    code, _, err = cli_output(capsys, "segment", run, "--input", tmp_path / "flat.npy",
+                              "--out", tmp_path / "f.npz")
+    assert code == 2 and len(err) == 1 and "not [N, 1, D, H, W] volumes" in err[0], err
+    np.save(tmp_path / "hot.npy", ds.a_test[:2].numpy() * 5)
+    code, _, err = cli_output(capsys, "segment", run, "--input", tmp_path / "hot.npy",
+                              "--out", tmp_path / "h.npz")
+    assert code == 2 and "scaled to [-1, 1]" in err[0], err
