@@ -33,7 +33,7 @@ def test_volume_validation_is_one_line():
     x = _volumes()
     with pytest.raises(DataError, match=r"volumes must be scaled to \[-1, 1\]"):
         Dataset("vol", x * 3)
-    with pytest.raises(DataError, match=r"\[N, C, D, H, W\] volumes, got shape \(2, 1, 2, 2, 2, 2\)"):
+    with pytest.raises(DataError, match=r"volumes, got shape \(2, 1, 2, 2, 2, 2\)"):
         Dataset("six", torch.zeros(2, 1, 2, 2, 2, 2))
     bad = x.clone()
     bad[1, 0, 1, 1, 1] = float("nan")
@@ -408,3 +408,17 @@ def test_segment_cli_on_volumes(runs, tmp_path, capsys):
     code, _, err = cli_output(capsys, "segment", run, "--input", tmp_path / "hot.npy",
                               "--out", tmp_path / "h.npz")
     assert code == 2 and "scaled to [-1, 1]" in err[0], err
+
+
+def test_sample_grids_of_segmenters_show_input_probability_truth(runs):
+    import gankit
+
+    run, ds = runs["vox2vox"]
+    assert list((run / "samples").glob("step_*.png"))  # the trainer wrote the preview grid
+    m = gankit.load(run).model
+    grid, nrow = m.preview(ds, 24, seed=0)
+    assert nrow == 12 and grid.shape == (24, 1, 8, 8)  # 8 triplets, volumes by their mid slice
+    prob = m.infer("segment", ds.a_test[:8], 0)
+    assert torch.equal(grid[0::3], ds.a_test[:8, :, 4])
+    assert torch.equal(grid[1::3], prob[:, :, 4] * 2 - 1)
+    assert torch.equal(grid[2::3], ds.x_test[:8, :, 4])

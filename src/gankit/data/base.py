@@ -141,8 +141,8 @@ class Dataset:
 def validate_tensors(name: str, x: torch.Tensor, y: torch.Tensor | None, num_classes: int) -> None:
     """Raise :class:`DataError` for data a model cannot train on."""
     if x.dim() not in (2, 4, 5):
-        raise DataError(f"{name}: data must be [N, D] points, [N, C, H, W] images or [N, C, D, H, W]"
-                        f" volumes, got shape {tuple(x.shape)}")
+        raise DataError(f"{name}: data must be [N, D] points, [N, C, H, W] images or "
+                        f"[N, C, D, H, W] volumes, got shape {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise DataError(f"{name}: the dataset is empty")
     if not torch.is_floating_point(x):

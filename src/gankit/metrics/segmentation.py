@@ -121,6 +121,7 @@ def segmentation_report(model: Any, ds: Any, *, n: int, seed: int,
     d, j = dice(prob > 0.5, x[:m]), jaccard(prob > 0.5, x[:m])
     return {"results": {"dice": float(d.mean()), "dice_std": float(d.std()) if m > 1 else 0.0,
                         "jaccard": float(j.mean())},
-            "protocol": {"task": "segment held-out inputs", "pairs": "held-out" if held_out
-                         else "training (the data has no test split)", "n": m, "seed": seed, "threshold": 0.5,
+            "protocol": {"task": "segment held-out inputs",
+                         "pairs": "held-out" if held_out else "training (no test split)",
+                         "n": m, "seed": seed, "threshold": 0.5,
                          "reduction": "mean over images of the per-image score"}}
