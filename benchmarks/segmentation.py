@@ -22,6 +22,7 @@ the public API (``gankit.train``, ``run.generator.segment``). Writes
 
     python benchmarks/segmentation.py [--steps 400] [--seeds 3] [--vox-steps 400]
                                       [--vox-seeds 2] [--mc 10]
+    python benchmarks/segmentation.py --from-json    # rewrite the md from the saved json
 """
 
 from __future__ import annotations
@@ -137,7 +138,12 @@ def main() -> None:
     ap.add_argument("--vox-batch", type=int, default=4)
     ap.add_argument("--mc", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--from-json", action="store_true",
+                    help="only rewrite the .md from the saved .json (no training)")
     args = ap.parse_args()
+    if args.from_json:
+        write_md(json.loads((RESULTS / "medical_segmentation.json").read_text()))
+        return
     torch.set_num_threads(args.threads)
     cmd = " ".join(["python benchmarks/segmentation.py", *map(shlex.quote, sys.argv[1:])])
     t_all = time.perf_counter()
@@ -213,10 +219,13 @@ def verdict(diff: list[float], what: str) -> str:
     if len(diff) >= 2:
         sd = statistics.stdev(diff)
         clear = abs(mean) > 2 * sd / len(diff) ** 0.5
+        few = (f" (only {len(diff)} seeds: the spread itself is uncertain, so read this as an "
+               f"indication)" if len(diff) < 3 else "")
         return (f"{what}: adversarial minus baseline Dice = {mean:+.3f} ± {sd:.3f} over "
                 f"{len(diff)} seeds ({wins} of {len(diff)} seeds favour the adversarial term); "
-                + ("larger than twice its standard error." if clear else
-                   "within two standard errors of zero: no difference is shown at this budget."))
+                + ("larger than twice its standard error" if clear else
+                   "within two standard errors of zero: no difference is shown at this budget")
+                + few + ".")
     return (f"{what}: adversarial minus baseline Dice = {mean:+.3f} on one seed (no seed spread: "
             f"read it as an indication, not a result).")
 
@@ -278,7 +287,13 @@ def write_md(o: dict) -> None:
             lines.append(f"| {key} | {p['arms'][arm]} | "
                          f"{', '.join(f'{x:.3f}' for x in s['spearman_pixel'])} | "
                          f"{', '.join(f'{x:.3f}' for x in s['spearman_image'])} | {ratio} |")
+    runs = [o[k][a] for k in ("segan", "vox2vox") for a in ("adv", "base")]
+    px = [x for r in runs for x in r["spearman_pixel"]]
+    im = [x for r in runs for x in r["spearman_image"]]
     lines += [
+        "",
+        (f"Over every run, the pixel rho lies in [{min(px):.2f}, {max(px):.2f}] and the image rho "
+        f"in [{min(im):.2f}, {max(im):.2f}]."),
         "",
         ("Pixel rho pools every held-out pixel (most are background, confidently right, with "
         "near-zero variance, which the ranks reward); image rho asks whether the images the model "
