@@ -16,8 +16,8 @@ find the features where they differ. Each scale's L1 is averaged over its elemen
 large early layer does not outweigh a small deep one (the paper sums normalised L1 distances).
 
 Maximising an L1 distance has no bound: C could grow it by scaling its weights. C's weights are
-therefore clipped to ``[-clip_c, clip_c]`` after each of its steps (``model.clip_c = 0.05``, the
-value of the authors' released code; WGAN's weight clipping, Arjovsky et al. 2017).
+therefore clipped to ``[-clip_c, clip_c]`` after each of its steps (WGAN's weight clipping,
+Arjovsky et al. 2017; ``model.clip_c = 0.05``, the value public SegAN implementations use).
 
 Here (``model.*``):
 
@@ -33,7 +33,8 @@ Here (``model.*``):
   term ``1 - 2 sum(p y) / (sum p + sum y)`` over the batch (Milletari et al. 2016). The paper
   trains S on the multi-scale loss alone (``lambda_dice=0``); ``lambda_adv=0`` is the *same
   segmenter trained with Dice alone*, the baseline of the comparison (no critic is built).
-- Adam with the paper's learning rate 2e-5, betas (0.5, 0.999).
+- Adam with the paper's learning rate 2e-5 and betas (0.5, 0.999). Short runs need more:
+  ``benchmarks/segmentation.py`` trains both arms at 2e-4.
 - ``dropout`` (p = 0.5 on the ``n_dropout`` innermost decoder blocks, pix2pix's) also serves
   Monte-Carlo dropout at test time (Gal & Ghahramani 2016): ``segment(x, mc=T)`` keeps it on for
   T stochastic passes (masks drawn from the seeded generator) and returns their mean
