@@ -83,3 +83,19 @@ def make_tiny_unpaired():
 @pytest.fixture
 def tiny_unpaired():
     return make_tiny_unpaired()
+
+
+def make_tiny_volumes():
+    """A small paired volume dataset (8^3, one channel): a is a noisy volume with a bright
+    cube, x its mask in {-1, +1}; 24 training pairs, 8 held out."""
+    from gankit.data.base import Dataset
+
+    g = torch.Generator().manual_seed(3)
+    a = torch.rand(32, 1, 8, 8, 8, generator=g) * 0.4 - 1
+    x = torch.full((32, 1, 8, 8, 8), -1.0)
+    for i in range(32):
+        o = i % 4
+        a[i, :, o:o + 4, o:o + 4, 2:6] = 0.6
+        x[i, :, o:o + 4, o:o + 4, 2:6] = 1.0
+    return Dataset("tinyvolumes", x[:24], None, 0, x[24:], None, a=a[:24], a_test=a[24:],
+                   pairing="paired")

@@ -79,7 +79,7 @@ def _callbacks(run_dir: Path | None, cfg: Config, total: int, progress: bool,
         from .doctor import Doctor
 
         cbs.append(Doctor(run_dir, ds, total, progress and cfg.train.progress))
-    if run_dir is not None and model.capabilities & {"sample", "translate"}:
+    if run_dir is not None and model.capabilities & {"sample", "translate", "segment"}:
         cbs.append(SampleGrids(run_dir, cfg.train.sample_every, ds))
     if cfg.train.eval_every > 0:
         cbs.append(Evaluator(run_dir, ds))

@@ -12,14 +12,7 @@ import click
 
 from .errors import GankitError
 from .outputs import check_target
-
-
-def _console():
-    """Rich output whose lines are never broken at the terminal width (paths stay whole and
-    copyable; off a terminal rich would otherwise wrap at 80 columns)."""
-    from rich.console import Console
-
-    return Console(soft_wrap=True)
+from .outputs import console as _console
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -474,10 +467,12 @@ def _one_line(text: object) -> str:
 # Commands that live in modules of their own, one per area.
 from .commands_data import register as _register_data  # prepare
 from .commands_score import register as _register_score  # score
+from .commands_segment import register as _register_segment  # segment
 from .commands_share import register as _register_share  # export
 from .commands_track import register as _register_track  # runs, compare
 
-for _register in (_register_data, _register_score, _register_share, _register_track):
+for _register in (_register_data, _register_score, _register_segment, _register_share,
+                  _register_track):
     _register(cli)
 
 if __name__ == "__main__":

@@ -13,6 +13,14 @@ from pathlib import Path
 from .errors import ConfigError
 
 
+def console():
+    """Rich output whose lines are never broken at the terminal width (paths stay whole and
+    copyable; off a terminal rich would otherwise wrap at 80 columns)."""
+    from rich.console import Console
+
+    return Console(soft_wrap=True)
+
+
 def check_target(out: Path, file: bool = False) -> None:
     """Refuse, before any work, an output path that cannot be written: a folder where a file
     is meant, a file where a folder is meant, a file as a parent, a read-only folder.

@@ -21,7 +21,11 @@ from typing import Any
 
 from ..errors import DataError
 from ..registry import DATASETS, did_you_mean
-from . import anomaly_tasks, builtin  # noqa: F401  (registers the built-ins)
+from . import (  # noqa: F401  (register the built-in datasets and tasks)
+    anomaly_tasks,
+    builtin,
+    segmentation_tasks,
+)
 from .base import Dataset
 from .files import load_arrays, load_paired_folder
 from .sizes import ANY_SIZE, ImageSizes
@@ -79,6 +83,9 @@ def load_data(spec: str, *, image_size: int | None = None, channels: int | None 
         _not_medical(spec, medical_options)
         ds = DATASETS.get(spec)(seed=seed)
         ds.info = {**dataset_meta(spec), **ds.info}
+        if image_size is not None and ds.is_volume:
+            raise DataError(f"data.image_size resizes 2-D images; '{spec}' holds 3-D volumes of "
+                            f"shape {ds.shape}")
         if image_size is not None and ds.is_image and image_size != ds.resolution:
             _resize(ds, image_size)
         return _fit_size(ds, image_size, sizes, model)

@@ -10,16 +10,18 @@ import torch
 from ..errors import DataError
 from .store import ImageStore
 
-#: What a dataset holds, as its ``info["kind"]``: single samples (images or points), aligned
-#: pairs ``a[i] -> x[i]`` (pix2pix), or two domains drawn independently (CycleGAN).
-KINDS = ("images", "points", "paired", "unpaired")
+#: What a dataset holds, as its ``info["kind"]``: single samples (images, 3-D volumes or
+#: points), aligned pairs ``a[i] -> x[i]`` (pix2pix, segmentation), or two domains drawn
+#: independently (CycleGAN).
+KINDS = ("images", "volumes", "points", "paired", "unpaired")
 
 
 @dataclass
 class Dataset:
     """Training data held as tensors.
 
-    ``x`` is ``[N, C, H, W]`` float in [-1, 1] for images or ``[N, D]`` float for points (toy
+    ``x`` is ``[N, C, H, W]`` float in [-1, 1] for images, ``[N, C, D, H, W]`` float in [-1, 1]
+    for 3-D volumes (:attr:`is_volume`; e.g. ``blobs3d``) or ``[N, D]`` float for points (toy
     2-D mixtures, tabular data); ``y`` is ``int64 [N]`` or ``None``. ``x_test``/``y_test`` hold a
     fixed held-out split where the dataset defines one (used by metrics, never for training).
 
@@ -27,6 +29,10 @@ class Dataset:
     ``a[i]`` is the input whose translation is ``x[i]`` (pix2pix's aligned pairs); with
     ``pairing="unpaired"`` the two domains are independent sets of any sizes (CycleGAN). ``x`` is
     always the target domain, so every metric of generated images compares against ``x``.
+
+    Volumes are not images: :attr:`is_image` stays true only for 4-D data, so every code path
+    written for ``[N, C, H, W]`` (resizing, grids, image metrics, image folders) either refuses
+    volumes in one line or, for picture grids, shows their middle slice (``x[:, :, D // 2]``).
 
     ``x`` may instead be an :class:`~gankit.data.store.ImageStore` (a large folder or prepared
     set, streamed): indexed like a tensor it returns float32 rows in [-1, 1], read on demand.
@@ -76,20 +82,27 @@ class Dataset:
             if self.pairing == "paired" and x is not None and len(a) != len(x):
                 raise DataError(f"{self.name}{split}: {len(a)} inputs but {len(x)} targets; "
                                 f"paired data needs one of each per pair")
-        self.info.setdefault("kind", self.pairing or ("images" if self.is_image else "points"))
+        self.info.setdefault("kind", self.pairing or ("images" if self.is_image else
+                                                      "volumes" if self.is_volume else "points"))
 
     @property
     def is_image(self) -> bool:
+        """2-D images ``[N, C, H, W]`` (3-D volumes are not images: see :attr:`is_volume`)."""
         return self.x.dim() == 4
 
     @property
+    def is_volume(self) -> bool:
+        """3-D volumes ``[N, C, D, H, W]`` (CT/MR-style scans, ``blobs3d``)."""
+        return self.x.dim() == 5
+
+    @property
     def shape(self) -> tuple[int, ...]:
-        """Shape of one sample: ``(C, H, W)`` or ``(D,)``."""
+        """Shape of one sample: ``(C, H, W)``, ``(C, D, H, W)`` or ``(D,)``."""
         return tuple(self.x.shape[1:])
 
     @property
     def channels(self) -> int:
-        return int(self.x.shape[1]) if self.is_image else 0
+        return int(self.x.shape[1]) if self.is_image or self.is_volume else 0
 
     @property
     def resolution(self) -> int:
@@ -110,6 +123,7 @@ class Dataset:
             "shape": list(self.shape),
             "num_classes": self.num_classes,
             "is_image": self.is_image,
+            "is_volume": self.is_volume,
             "kind": self.kind,
         }
         if self.is_image:
@@ -126,10 +140,9 @@ class Dataset:
 
 def validate_tensors(name: str, x: torch.Tensor, y: torch.Tensor | None, num_classes: int) -> None:
     """Raise :class:`DataError` for data a model cannot train on."""
-    if x.dim() not in (2, 4):
-        raise DataError(
-            f"{name}: data must be [N, D] points or [N, C, H, W] images, got shape {tuple(x.shape)}"
-        )
+    if x.dim() not in (2, 4, 5):
+        raise DataError(f"{name}: data must be [N, D] points, [N, C, H, W] images or "
+                        f"[N, C, D, H, W] volumes, got shape {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise DataError(f"{name}: the dataset is empty")
     if not torch.is_floating_point(x):
@@ -140,8 +153,10 @@ def validate_tensors(name: str, x: torch.Tensor, y: torch.Tensor | None, num_cla
         bad = sum(int((~torch.isfinite(x[i:i + chunk])).flatten(1).any(1).sum())
                   for i in range(0, len(x), chunk))
         raise DataError(f"{name}: {bad} sample(s) contain NaN or Inf values")
-    if x.dim() == 4 and (x.min() < -1.0 - 1e-4 or x.max() > 1.0 + 1e-4):
-        raise DataError(f"{name}: images must be scaled to [-1, 1], got [{x.min():.3g}, {x.max():.3g}]")
+    if x.dim() in (4, 5) and (x.min() < -1.0 - 1e-4 or x.max() > 1.0 + 1e-4):
+        what = "images" if x.dim() == 4 else "volumes"
+        raise DataError(f"{name}: {what} must be scaled to [-1, 1], got [{x.min():.3g}, "
+                        f"{x.max():.3g}]")
     if y is not None:
         if y.dtype != torch.int64 or y.dim() != 1 or y.shape[0] != x.shape[0]:
             raise DataError(

@@ -38,6 +38,9 @@ def write_folder(ds: Dataset, out: str | Path, *, n: int | None = None,
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} already exists and is not an empty folder; choose another --to")
+    if ds.is_volume:
+        raise ConfigError(f"'{ds.name}' holds 3-D volumes; only 2-D image data can be written as "
+                          f"a folder of PNGs")
     if not ds.is_image:
         raise ConfigError(f"'{ds.name}' holds points, not images; only image data can be "
                           f"written as a folder")

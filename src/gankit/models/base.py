@@ -189,6 +189,9 @@ class ModelFamily(nn.Module, metaclass=abc.ABCMeta):
     #: tests' tiny datasets it trains on (images, points, paired).
     tiny: ClassVar[dict[str, Any]] = {}
     tiny_data: ClassVar[str] = "images"
+    #: Whether the family's networks take 3-D volumes ``[N, C, D, H, W]`` (vox2vox); the others
+    #: refuse volume data in one line rather than fail inside a 2-D convolution.
+    takes_volumes: ClassVar[bool] = False
     #: Whether the family plays an adversarial game (the tricks.* section applies to it).
     adversarial: ClassVar[bool] = False
     # D's logged scores (D/real, D/fake) are the scores of the configured loss.name (GANs only).
@@ -204,6 +207,10 @@ class ModelFamily(nn.Module, metaclass=abc.ABCMeta):
         self.sample_shape: tuple[int, ...] = tuple(info["shape"])
         self.num_classes: int = int(info.get("num_classes", 0))
         data_kind = info.get("kind", kind)
+        if info.get("is_volume") and not self.takes_volumes:
+            raise ConfigError(f"model '{cfg.model['name']}' takes 2-D data; '{info.get('name')}' "
+                              f"holds 3-D volumes of shape {tuple(info['shape'])} (a 3-D family "
+                              f"such as vox2vox trains on them)")
         if data_kind not in self.data_kinds:
             raise ConfigError(f"model '{cfg.model['name']}' trains on {' or '.join(self.data_kinds)}"
                               f" data; '{info.get('name')}' is {data_kind}"
@@ -447,7 +454,8 @@ class ModelFamily(nn.Module, metaclass=abc.ABCMeta):
                 nets: dict[str, nn.Module] | None = None) -> tuple[Tensor, int | None]:
         """What the sample grids show: ``(samples, images per row)``. Samples from a fixed
         seed for generative models; for translators, rows of (input, output, target) triplets
-        of held-out pairs."""
+        of held-out pairs; for segmenters, (input's first channel, foreground probability,
+        true mask) triplets, 3-D volumes by their middle slice."""
         if "sample" in self.capabilities:
             return self.draw(n, seed, nets=nets), (8 if self.conditional else None)
         if "translate" in self.capabilities and ds.a is not None:
@@ -461,6 +469,17 @@ class ModelFamily(nn.Module, metaclass=abc.ABCMeta):
             cols = [t.expand(-1, ch, -1, -1) if t.shape[1] != ch else t for t in cols]
             grid = torch.stack(cols, 1).flatten(0, 1)  # [k * len(cols), C, H, W] row-major
             return grid, len(cols) * 4
+        if "segment" in self.capabilities and ds.a is not None and ds.pairing == "paired":
+            # rows of (input, predicted probability, true mask) triplets of held-out pairs;
+            # volumes [k, C, D, H, W] by their middle slice
+            a = ds.a_test if ds.a_test is not None else ds.a
+            x = ds.x_test if ds.x_test is not None else ds.x
+            k = min(n // 3, len(a))
+            k -= k % 4 if k > 4 else 0
+            prob = self.infer("segment", a[:k], seed, nets=nets)  # [k, 1, ...] in [0, 1]
+            cols = [a[:k, :1].float(), prob * 2 - 1, x[:k].float()]
+            cols = [t[:, :, t.shape[2] // 2] if t.dim() == 5 else t for t in cols]
+            return torch.stack(cols, 1).flatten(0, 1), 12
         raise CapabilityError(f"model '{self.name}' has nothing to preview")
 
 

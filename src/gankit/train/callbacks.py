@@ -102,7 +102,7 @@ class SampleGrids(Callback):
     def on_train_start(self, tr: Trainer) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         # the scatter of 2-D samples shows real points under them; image grids need none
-        self.real = None if self.ds.is_image else self.ds.x[:2000]
+        self.real = None if self.ds.is_image or self.ds.is_volume else self.ds.x[:2000]
 
     def on_step_end(self, tr: Trainer) -> None:
         if tr.step % self.every == 0 or tr.step == tr.cfg.train.steps:
@@ -123,9 +123,12 @@ class SampleGrids(Callback):
 
 def save_samples(fake: torch.Tensor, path: Path, real: torch.Tensor | None = None,
                  nrow: int | None = None) -> Path:
-    """A PNG of samples: an image grid, or a scatter over the real points for 2-D data."""
+    """A PNG of samples: an image grid (3-D volumes ``[N, C, D, H, W]`` by their middle slice),
+    or a scatter over the real points for 2-D data."""
     from ..data.images import plot_points, save_grid
 
+    if fake.dim() == 5:
+        fake = fake[:, :, fake.shape[2] // 2]  # [N, C, H, W]: the middle slice of each volume
     if fake.dim() == 4:
         return save_grid(fake.clamp(-1, 1), path, nrow=nrow)
     if fake.shape[1] == 2:
@@ -260,7 +263,9 @@ def evaluate_model(model: Any, ds: Any, *, n: int, seed: int, metrics: list[str]
     metrics named in ``metrics``: psnr, ssim, mae, ncc, dice, jaccard) and, for the
     distribution, by the set metrics of the data. Unpaired data is scored as pairs when its
     ``info["paired_test"]`` says the test split is aligned. ``auroc`` ranks a scoring model's
-    scores of the test images (:func:`gankit.metrics.evaluate.score_auroc`).
+    scores of the test images (:func:`gankit.metrics.evaluate.score_auroc`). Segmenters
+    (``segment``): Dice and Jaccard of the held-out masks
+    (:func:`gankit.metrics.segmentation.segmentation_report`).
     """
     from ..metrics.evaluate import _subsample, evaluate_sets
 
@@ -336,7 +341,11 @@ def evaluate_model(model: Any, ds: Any, *, n: int, seed: int, metrics: list[str]
             res["results"] |= sets["results"]
             res["protocol"]["sets"] = sets["protocol"]
         return res
+    if "segment" in model.capabilities and ds.a is not None and ds.pairing == "paired":
+        from ..metrics.segmentation import segmentation_report
+
+        return segmentation_report(model, ds, n=n, seed=seed, nets=nets)
     from ..models.base import CapabilityError
 
-    raise CapabilityError(f"model '{model.name}' can neither sample nor translate: nothing to "
-                          f"evaluate")
+    raise CapabilityError(f"model '{model.name}' can neither sample, translate nor segment: "
+                          f"nothing to evaluate")
