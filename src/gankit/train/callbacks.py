@@ -277,19 +277,28 @@ def evaluate_model(model: Any, ds: Any, *, n: int, seed: int, metrics: list[str]
     if "translate" in model.capabilities and ds.a is not None:
         from ..metrics.paired import paired_report
 
-        paired = ds.pairing == "paired"
-        a = ds.a_test if ds.a_test is not None else ds.a
+        held_out = ds.a_test is not None
+        # unpaired training data whose held-out split is paired (thin2thick): score pair by pair
+        paired = ds.pairing == "paired" or (held_out and bool(ds.info.get("test_paired")))
+        a = ds.a_test if held_out else ds.a
         x = ds.x_test if ds.x_test is not None else ds.x
         y = ds.y_test if ds.x_test is not None else ds.y
+        y_a = ds.info.get("y_a_test" if held_out else "y_a")  # the inputs' own labels
+        digits = ds.info.get("features") == "lenet-mnist"
         m = min(n, len(a))
         out = model.infer("translate", a[:m], seed, nets=nets)
         res: dict[str, Any] = {"results": {}, "protocol": {"task": "translate held-out inputs",
                                                          "n": m, "seed": seed}}
         if paired:
-            rep = paired_report(out, x[:m], y[:m] if y is not None and
-                                ds.info.get("features") == "lenet-mnist" else None)
+            rep = paired_report(out, x[:m], y[:m] if y is not None and digits else None)
             res["results"] |= rep["results"]
             res["protocol"]["paired"] = rep["protocol"]
+        elif y_a is not None and digits and out.dim() == 4 and out.shape[1] == 1:
+            from ..metrics.paired import digit_label_accuracy
+
+            # label preservation: does the LeNet read each translation as its input's digit
+            res["results"]["label_acc"] = digit_label_accuracy(out, y_a[:m])
+            res["protocol"]["label_acc"] = "lenet-mnist on the translations vs the inputs' labels"
         set_metrics = [k for k in (metrics or ["fid", "kid", "pr", "dc"])
                        if k not in ("l1", "psnr", "ssim", "label_acc", "sharpness")]
         if set_metrics and out.dim() == 4:
