@@ -289,6 +289,11 @@ def _verdict(*parts: bool) -> str:
     return "holds" if all(parts) else "partly holds" if any(parts) else "does not hold"
 
 
+def _tests(tests: dict) -> str:
+    return "; ".join(f"{k}: {v['only_first']} read right only by full, {v['only_second']} only "
+                     f"by the ablation, z {v['z']:+.2f}" for k, v in tests.items())
+
+
 def markdown(r: dict, png: str) -> str:
     tasks = r["tasks"]
     cmds = [tasks[t]["command"].strip() for t in TASKS if t in tasks]
@@ -334,10 +339,9 @@ def markdown(r: dict, png: str) -> str:
         lines += [(f"| true thick digits | 0 | inf | 1.000 | "
                   f"{_f(t['real_thick_label_acc'], 'label_acc')} | | | | |"), "",
                   "Label accuracy, full vs ablated (McNemar's paired test on the same 1,000 "
-                  "digits): " + "; ".join(
-                      f"{k}: {v['only_first']} read right only by full, {v['only_second']} only "
-                      f"by the ablation, z {v['z']:+.2f}" for k, v in t["label_tests"].items()),
-                  ""]
+                  "digits), A->B: " + _tests(t["label_tests"]), ""]
+        if "label_tests_BA" in t:
+            lines += ["B->A: " + _tests(t["label_tests_BA"]), ""]
         full = t["variants"]["full"]["AB"]
         claims.append((("CycleGAN learns the thickening: its A->B PSNR beats the untranslated "
                        "input's"), _verdict(full["psnr"] > base["psnr"]),
