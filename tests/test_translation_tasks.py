@@ -209,6 +209,10 @@ def test_cyclegan_trains_on_thin2thick_and_translates_both_directions(tmp_path, 
         x = (t2t.a_test if src == "A" else t2t.x_test)[:4]
         assert torch.allclose(outs[direction], g.translate(x, direction=direction), atol=1e-5)
     assert not torch.allclose(outs["AB"], outs["BA"])  # G_AB and G_BA are different networks
+    # the sample grids show (input, output, true target) of held-out pairs
+    grid, per_row = g.model.preview(t2t, n=12)
+    assert per_row == 12 and torch.equal(grid[2::3], t2t.x_test[:4])
+    assert torch.equal(grid[0::3], t2t.a_test[:4])
     default = tmp_path / "default.npy"
     assert run_cli("translate", run, "--input", folder / "A", "--out", default) == 0
     assert torch.equal(torch.from_numpy(np.load(default)), outs["AB"])
