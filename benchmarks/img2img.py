@@ -444,7 +444,9 @@ NOTES: list[str] = [
      "towards thick strokes by D_B and anchored to the input's geometry by its identity term, "
      "has no reason to move a stroke, so the full model and the one without the cycle tie on "
      "PSNR and on labels (McNemar z 0); without the cycle, L1 and SSIM are even a little better "
-     "(a cleaner background: the cycle asks G_AB to hide what G_BA needs, Chu et al. 2017). "
+     "(a cleaner background; the faint speckle in the full model's outputs may be the "
+     "near-invisible signal in which, as Chu et al. 2017 showed, a CycleGAN hides what its "
+     "reverse map needs -- not tested here). "
      "The outputs sit well below the truth (about 16 dB, "
      "SSIM 0.6-0.65: soft, slightly ragged 5-px strokes) after 600 short steps."),
     ("- **The cycle loss matters in the ill-posed direction.** Thinning (B -> A) must put a "
