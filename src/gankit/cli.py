@@ -201,17 +201,30 @@ def _write_output(x, out: Path, n: int, names: list[str] | None = None) -> None:
 @click.option("--weights", type=WEIGHT_CHOICES, default="ema", show_default=True,
               help=WEIGHTS_HELP)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--direction", type=click.Choice(["AB", "BA"]), default=None,
+              help="AB: domain A -> B (the default); BA: B -> A, for two-way models (CycleGAN).")
 def translate(run_dir: Path, input_: Path, out: Path, seed: int, weights: str,
-              batch_size: int) -> None:
+              batch_size: int, direction: str | None) -> None:
     """Translate images with RUN_DIR's model (pix2pix, CycleGAN, ...)."""
+    import inspect
+
     from .api import load
     from .data.inputs import read_inputs
+    from .errors import ConfigError
 
     check_target(out)
     g = load(run_dir, weights=weights)
     g.model.require("translate")
-    x, names = read_inputs(input_, g.model.info)
-    y = g.translate(x, seed=seed, batch_size=batch_size)
+    two_way = "direction" in inspect.signature(g.model.translate).parameters
+    if direction == "BA" and not two_way:
+        raise ConfigError(f"model '{g.model.name}' translates one way (A -> B); --direction BA "
+                          f"needs a two-way model such as cyclegan")
+    info = g.model.info
+    if direction == "BA":  # the inputs are of domain B: the target domain's shape
+        info = {**info, "a_shape": info["shape"]}
+    x, names = read_inputs(input_, info)
+    options = {"direction": direction} if direction and two_way else {}
+    y = g.translate(x, seed=seed, batch_size=batch_size, **options)
     _write_output(y, out, len(y), names if out.suffix not in (".png", ".npy") else None)
 
 

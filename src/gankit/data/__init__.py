@@ -25,6 +25,7 @@ from . import (  # noqa: F401  (register the built-in datasets and tasks)
     anomaly_tasks,
     builtin,
     segmentation_tasks,
+    translation_tasks,
 )
 from .base import Dataset
 from .files import load_arrays, load_paired_folder

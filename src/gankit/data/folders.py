@@ -33,7 +33,8 @@ def write_folder(ds: Dataset, out: str | Path, *, n: int | None = None,
 
     Labelled image data: one sub-folder per class (read back as labels). Unlabelled: the images
     directly in ``out``. Paired / unpaired data: ``out/A`` (inputs) and ``out/B`` (targets),
-    paired files sharing their names. Returns the number of images per sub-folder.
+    paired files sharing their names (also the test split of unpaired data whose held-out split
+    is paired, ``info["paired_test"]``, e.g. thin2thick). Returns the number of images per sub-folder.
     """
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -58,7 +59,7 @@ def write_folder(ds: Dataset, out: str | Path, *, n: int | None = None,
     try:
         if a is not None:  # image-to-image: A/ inputs, B/ targets
             xa, xb = a[take], x[take]
-            if ds.pairing == "paired":
+            if ds.pairing == "paired" or (split == "test" and ds.info.get("paired_test")):
                 names = [f"{i:05d}" for i in range(len(xb))]
                 save_images(xa, tmp / "A", names=names)
                 save_images(xb, tmp / "B", names=names)

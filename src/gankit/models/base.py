@@ -461,10 +461,13 @@ class ModelFamily(nn.Module, metaclass=abc.ABCMeta):
         if "translate" in self.capabilities and ds.a is not None:
             a = ds.a_test if ds.a_test is not None else ds.a
             x = ds.x_test if ds.x_test is not None else ds.x
-            k = min(n // 3, len(a), len(x)) if ds.pairing == "paired" else min(n // 2, len(a))
+            # unpaired data with a paired held-out split (thin2thick) shows its targets too
+            paired = ds.pairing == "paired" or (ds.a_test is not None
+                                                and bool(ds.info.get("paired_test")))
+            k = min(n // 3, len(a), len(x)) if paired else min(n // 2, len(a))
             k -= k % 4 if k > 4 else 0  # whole rows of 4 tuples: no straggler row
             out = self.infer("translate", a[:k], seed, nets=nets)
-            cols = [a[:k].float(), out] + ([x[:k].float()] if ds.pairing == "paired" else [])
+            cols = [a[:k].float(), out] + ([x[:k].float()] if paired else [])
             ch = max(int(t.shape[1]) for t in cols)
             cols = [t.expand(-1, ch, -1, -1) if t.shape[1] != ch else t for t in cols]
             grid = torch.stack(cols, 1).flatten(0, 1)  # [k * len(cols), C, H, W] row-major

@@ -299,30 +299,39 @@ def evaluate_model(model: Any, ds: Any, *, n: int, seed: int, metrics: list[str]
         from ..metrics.evaluate import REPORT_METRICS, paired_metrics
         from ..metrics.paired import paired_report
 
+        held_out = ds.a_test is not None
         # unpaired training data may hold an aligned test split (info["paired_test"]: a_test[i]
-        # translates to x_test[i], e.g. two contrasts of one phantom): scored as pairs
+        # translates to x_test[i], e.g. two contrasts of one phantom, or thin2thick): scored
+        # as pairs
         paired = ds.pairing == "paired" or bool(ds.info.get("paired_test")
-                                                and ds.a_test is not None
+                                                and held_out
                                                 and ds.x_test is not None
                                                 and len(ds.a_test) == len(ds.x_test))
-        a = ds.a_test if ds.a_test is not None else ds.a
+        a = ds.a_test if held_out else ds.a
         x = ds.x_test if ds.x_test is not None else ds.x
         y = ds.y_test if ds.x_test is not None else ds.y
+        y_a = ds.info.get("y_a_test" if held_out else "y_a")  # the inputs' own labels
+        digits = ds.info.get("features") == "lenet-mnist"
         m = min(n, len(a))
         out = model.infer("translate", a[:m], seed, nets=nets)
         res: dict[str, Any] = {"results": {}, "protocol": {"task": "translate held-out inputs",
                                                          "n": m, "seed": seed,
-                                                         "split": "test" if ds.a_test is not None
+                                                         "split": "test" if held_out
                                                          else "train"}}
         # metrics=None: the whole paired report; named metrics: the report only for its own
         # names (l1, sharpness, label_acc), each registered paired metric (psnr, ssim, mae,
         # dice, ...) on its own.
         chosen = paired_metrics(metrics)
         if paired and (metrics is None or set(metrics) & set(REPORT_METRICS)):
-            rep = paired_report(out, x[:m], y[:m] if y is not None and
-                                ds.info.get("features") == "lenet-mnist" else None)
+            rep = paired_report(out, x[:m], y[:m] if y is not None and digits else None)
             res["results"] |= rep["results"]
             res["protocol"]["paired"] = rep["protocol"]
+        elif y_a is not None and digits and out.dim() == 4 and out.shape[1] == 1:
+            from ..metrics.paired import digit_label_accuracy
+
+            # label preservation: does the LeNet read each translation as its input's digit
+            res["results"]["label_acc"] = digit_label_accuracy(out, y_a[:m])
+            res["protocol"]["label_acc"] = "lenet-mnist on the translations vs the inputs' labels"
         if chosen:
             if not paired:
                 raise ConfigError(f"metric '{chosen[0]}' compares each output with its target; "
