@@ -83,3 +83,26 @@ def make_tiny_unpaired():
 @pytest.fixture
 def tiny_unpaired():
     return make_tiny_unpaired()
+
+
+def make_tiny_unpaired_labelled():
+    """:func:`make_tiny_unpaired` with a label map per image (info ``a_labels``, ``x_labels``,
+    ``labels_test``; classes background, band, corner): the band is class 1, a 4x4 bright
+    corner square in every other image class 2."""
+    ds = make_tiny_unpaired()
+    maps = {}
+    for key, x in (("a", ds.a), ("x", ds.x), ("test", ds.x_test)):
+        x = x.clone()
+        lab = (x[:, 0] > 0).long()  # [N, 16, 16]: the band
+        x[::2, :, :4, -4:] = 0.5
+        lab[::2, :4, -4:] = 2
+        setattr(ds, {"test": "x_test"}.get(key, key), x)
+        maps[key] = lab
+    ds.info |= {"a_labels": maps["a"], "x_labels": maps["x"], "labels_test": maps["test"],
+                "label_classes": ["background", "band", "corner"]}
+    return ds
+
+
+@pytest.fixture
+def tiny_unpaired_labelled():
+    return make_tiny_unpaired_labelled()

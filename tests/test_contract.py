@@ -5,7 +5,13 @@ else."""
 
 import pytest
 import torch
-from conftest import make_tiny_images, make_tiny_paired, make_tiny_points, make_tiny_unpaired
+from conftest import (
+    make_tiny_images,
+    make_tiny_paired,
+    make_tiny_points,
+    make_tiny_unpaired,
+    make_tiny_unpaired_labelled,
+)
 
 import gankit
 from gankit.config import parse_overrides, resolve_config
@@ -19,7 +25,8 @@ FAST = {"train.log_every": 1, "train.sample_every": 1000, "train.batch_size": 8,
 
 def tiny_data(kind: str):
     return {"images": make_tiny_images, "points": make_tiny_points,
-            "paired": make_tiny_paired, "unpaired": make_tiny_unpaired}[kind]()
+            "paired": make_tiny_paired, "unpaired": make_tiny_unpaired,
+            "unpaired-labelled": make_tiny_unpaired_labelled}[kind]()
 
 
 class PhaseLog(Callback):

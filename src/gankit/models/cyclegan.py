@@ -205,11 +205,21 @@ class CycleGAN(GANFamily):
         stats["loss/G"] = total.detach()
         return total, stats, fake_b, fake_a
 
+    def g_extra(self, nets: dict[str, nn.Module], batch: dict[str, Tensor], fake_b: Tensor,
+                fake_a: Tensor) -> tuple[Tensor | float, dict[str, Tensor]]:
+        """Terms a variant adds to ``L_G`` from the step's batch and fakes: ``(term, stats)``;
+        CycleGAN itself adds none (empty stats)."""
+        return 0.0, {}
+
     def phases(self) -> list[Phase]:
         def g_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
             nets = {k: ctx.net(k) for k in self.networks()}
             a, b = ctx.batch["a"], ctx.batch["b"]
             loss, stats, fake_b, fake_a = self.g_loss(nets, a, b)
+            extra, more = self.g_extra(nets, ctx.batch, fake_b, fake_a)
+            if more:  # a variant's own terms (shape-consistent CycleGAN's segmenter loss)
+                loss = loss + extra
+                stats |= more | {"loss/G": loss.detach()}
             ctx.stash[("cyclegan", ctx.micro)] = (fake_a.detach(), fake_b.detach())
             return loss, stats
 
