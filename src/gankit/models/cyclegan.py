@@ -65,6 +65,26 @@ def min_side(n_layers: int) -> int:
     return max(8, -(-lo // 4) * 4)
 
 
+def domain_shapes(model: str, info: dict[str, Any], n_layers: int
+                  ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The image shapes ``(C, H, W)`` of domains A and B of the data ``info``; a one-line error
+    unless both are square, of one side, a multiple of 4 and at least :func:`min_side`."""
+    shape_b = tuple(int(s) for s in info["shape"])
+    shape_a = tuple(int(s) for s in (info.get("a_shape") or info["shape"]))
+    name = info.get("name", "the data")
+    lo = min_side(n_layers)
+    for dom, (_, h, w) in (("A", shape_a), ("B", shape_b)):
+        if h != w or h < lo or h % 4:
+            raise ConfigError(f"{model} needs square images whose side is a multiple of 4 "
+                              f"and at least {lo}; domain {dom} of '{name}' is {h}x{w}: add "
+                              f"--set data.image_size={max(lo, h - h % 4)}")
+    if shape_a[1:] != shape_b[1:]:
+        raise ConfigError(f"{model} translates images of one size, but domain A of '{name}' "
+                          f"is {shape_a[1]}x{shape_a[2]} and B {shape_b[1]}x{shape_b[2]}; "
+                          f"resize both with --set data.image_size=N")
+    return shape_a, shape_b
+
+
 class ImagePool(nn.Module):
     """A history of ``size`` generated images (Shrivastava et al. 2017; CycleGAN §4).
 
@@ -133,20 +153,8 @@ class CycleGAN(GANFamily):
     def __init__(self, cfg: Any, info: dict[str, Any]) -> None:
         super().__init__(cfg, info)  # refuses data that is not unpaired
         p = self.p
-        shape_b = tuple(int(s) for s in info["shape"])
-        shape_a = tuple(int(s) for s in (info.get("a_shape") or info["shape"]))
-        name = info.get("name", "the data")
-        lo = min_side(p.n_layers)
-        for dom, (_, h, w) in (("A", shape_a), ("B", shape_b)):
-            if h != w or h < lo or h % 4:
-                raise ConfigError(f"cyclegan needs square images whose side is a multiple of 4 "
-                                  f"and at least {lo}; domain {dom} of '{name}' is {h}x{w}: add "
-                                  f"--set data.image_size={max(lo, h - h % 4)}")
-        if shape_a[1:] != shape_b[1:]:
-            raise ConfigError(f"cyclegan translates images of one size, but domain A of '{name}' "
-                              f"is {shape_a[1]}x{shape_a[2]} and B {shape_b[1]}x{shape_b[2]}; "
-                              f"resize both with --set data.image_size=N")
-        self.shape_a, self.shape_b = shape_a, shape_b
+        self.shape_a, self.shape_b = domain_shapes(self.name, info, p.n_layers)
+        shape_a, shape_b = self.shape_a, self.shape_b
         ca, cb = shape_a[0], shape_b[0]
         self.G_AB = ResnetGenerator(ca, cb, p.width, p.n_blocks, p.norm)
         self.G_BA = ResnetGenerator(cb, ca, p.width, p.n_blocks, p.norm)
