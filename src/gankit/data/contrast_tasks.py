@@ -76,3 +76,33 @@ def ct2mr(seed: int = 0, **_: object) -> Dataset:
     rendering. The data do not depend on ``seed``: the task is fixed.
     """
     return contrast_pair_dataset("ct2mr", **CT2MR)
+
+
+def segment_by_contrast(x: torch.Tensor, contrast: str = "mr") -> torch.Tensor:
+    """The tissue of each pixel of images ``[N, 1, H, W]`` in [-1, 1] read off its intensity: the
+    class whose intensity under ``contrast`` (:data:`~gankit.data.phantoms.CONTRASTS`) is
+    nearest, ``int64 [N, H, W]``. On a true rendering this recovers the tissue map up to noise; on
+    a translation it tells whether each pixel got the right tissue's intensity at the right place,
+    with no learned segmenter in between."""
+    from .phantoms import CONTRASTS
+
+    table = torch.tensor(CONTRASTS[contrast], dtype=torch.float32) * 2 - 1  # [K] in [-1, 1]
+    d = (x[:, 0, :, :, None].float() - table).abs()  # [N, H, W, K]
+    return d.argmin(-1)
+
+
+def label_agreement(pred: torch.Tensor, true: torch.Tensor, num_classes: int) -> dict[str, float]:
+    """Pixel accuracy and Dice of predicted label maps against the true ones (``int64 [N, H,
+    W]``): ``dice`` is the mean over the foreground classes (1..K-1) present in ``true`` of
+    ``2 |P ∩ T| / (|P| + |T|)`` over all pixels of the set; ``dice_<k>`` per class."""
+    out = {"accuracy": float((pred == true).float().mean())}
+    dices = []
+    for k in range(1, num_classes):
+        t, p = true == k, pred == k
+        if int(t.sum()) == 0:
+            continue
+        d = float(2 * (p & t).sum() / (p.sum() + t.sum()))
+        out[f"dice_{k}"] = d
+        dices.append(d)
+    out["dice"] = float(np.mean(dices)) if dices else float("nan")
+    return out
