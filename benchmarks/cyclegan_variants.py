@@ -94,6 +94,8 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--blocks", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="keep the three run directories here (default: a temporary folder)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cmd = "python benchmarks/cyclegan_variants.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -101,12 +103,13 @@ def main() -> None:
     ds = load_data("ct2mr")
     a, x, lab = ds.a_test, ds.x_test, ds.info["labels_test"]
     res: dict = {"command": cmd.strip(), "data": "ct2mr", "n_test": len(a),
-                 "settings": vars(args), "rows": {}, "seconds": {}}
+                 "settings": {k: v for k, v in vars(args).items() if k != "keep"}, "rows": {},
+                 "seconds": {}}
     res["rows"]["true MR (ceiling)"] = scores(x, x, lab)
     res["rows"]["CT input read as MR (floor)"] = scores(a, x, lab)
     outs: dict[str, torch.Tensor] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+        tmp = args.keep or Path(tmp)
         runs = {}
         for name, extra in (("cyclegan", {}),
                             ("shape-cyclegan", {"model.seg_width": 16, "model.seg_blocks": 1}),

@@ -290,3 +290,19 @@ def test_augcyclegan_resumes_bit_identically_after_sigkill(tmp_path):
     a, b = final_weights(run), final_weights(ref)
     assert any("D_Zb" in k for k in a)
     assert_identical(a, b)
+
+
+def test_hidden_information_sees_the_noise_only_through_the_own_translation():
+    """A pair that passes the input's noise through its translation reconstructs it (correlation
+    1); from a true B-image with independent noise the correlation is near 0."""
+    from gankit.metrics.steganography import hidden_information
+
+    g = torch.Generator().manual_seed(0)
+    clean = torch.full((4, 1, 16, 16), -1.0)
+    clean[:, :, 4:12, 4:12] = 0.2
+    a = (clean + 0.06 * torch.randn(clean.shape, generator=g)).clamp(-1, 1)
+    b_true = -(clean + 0.06 * torch.randn(clean.shape, generator=g)).clamp(-1, 1)
+    r = hidden_information(lambda x: -x, lambda x: -x, a, clean, b_true)
+    assert r["mae_from_own_translation"] == 0 and r["mae_from_true_b"] > 0.03
+    assert r["noise_corr_from_own_translation"] == pytest.approx(1.0)
+    assert abs(r["noise_corr_from_true_b"]) < 0.15

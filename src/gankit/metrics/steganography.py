@@ -85,14 +85,18 @@ def hidden_information(forward: Translator, backward: Translator, a: Tensor, a_c
                        b_true: Tensor) -> dict[str, float]:
     """What the translation carries beyond the anatomy: reconstruction errors of ``a`` from its
     own translation and from the true B-image of the same anatomy, and the correlation of each
-    reconstruction's deviation from the clean image with ``a``'s noise ``a - a_clean``."""
+    reconstruction's deviation from the clean image with ``a``'s noise ``a - a_clean`` (over the
+    pixels whose clean value is inside (-0.95, 0.95), where the noise is not clipped)."""
     rec_own, rec_true = backward(forward(a)), backward(b_true)
     noise = a - a_clean
+    # Only where the clean image is inside (-1, 1): at the ends the noise is clipped, its mean
+    # is not zero, and any reconstruction that tells tissues apart would correlate with it.
+    inner = a_clean.abs() < 0.95
     return {"mae_from_own_translation": _mae(rec_own, a),
             "mae_from_true_b": _mae(rec_true, a),
-            "noise_corr_from_own_translation": _corr(rec_own - a_clean, noise),
-            "noise_corr_from_true_b": _corr(rec_true - a_clean, noise),
-            "noise_std": float(noise.std())}
+            "noise_corr_from_own_translation": _corr((rec_own - a_clean)[inner], noise[inner]),
+            "noise_corr_from_true_b": _corr((rec_true - a_clean)[inner], noise[inner]),
+            "noise_std": float(noise[inner].std())}
 
 
 def steer(forward: Translator, backward: Translator, a1: Tensor, a2: Tensor, eps: float = 0.03,

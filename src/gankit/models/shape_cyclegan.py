@@ -15,8 +15,8 @@ other domain's segmenter reads it:
 of the real images). The objective is ``L_GAN(G_AB, D_B) + L_GAN(G_BA, D_A) + lambda L_cyc +
 gamma L_shape``, minimised by the generators and the segmenters and maximised by the
 discriminators, with lambda = 10 (``model.lambda_cycle``) and gamma = 1 (``model.lambda_shape``,
-the paper's setting; 0 turns the shape term off and leaves CycleGAN with two segmenters beside
-it). The segmenters learn from the real labelled images of their domain (``CE(S_A(a), y_a) +
+our reading of the paper's setting; 0 turns the shape term off and leaves CycleGAN with two
+segmenters beside it). The segmenters learn from the real labelled images of their domain (``CE(S_A(a), y_a) +
 CE(S_B(b), y_b)``) and, as in the paper ("the segmentors use synthetic data as an online data
 augmentation"), from the translated ones through ``gamma L_shape`` with the fakes detached.
 CycleGAN's identity term (0.5 lambda) is kept, as in the paper's CycleGAN base.
@@ -49,7 +49,7 @@ from .cyclegan import CycleGAN, CycleGANParams
 
 
 class ShapeCycleGANParams(CycleGANParams):
-    lambda_shape: float = Field(1.0, ge=0.0)  # gamma of the shape-consistency term (paper 1)
+    lambda_shape: float = Field(1.0, ge=0.0)  # gamma of the shape-consistency term
     seg_width: int = Field(32, ge=1)  # width of the segmenters S_A, S_B
     seg_blocks: int = Field(2, ge=0)  # their residual blocks
 
