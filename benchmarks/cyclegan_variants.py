@@ -98,7 +98,9 @@ def main() -> None:
                     help="keep the three run directories here (default: a temporary folder)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cmd = "python benchmarks/cyclegan_variants.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    shown = [f"--{k}={v}" for k, v in vars(args).items()
+             if k != "keep" and v != ap.get_default(k)]  # --keep only says where runs go
+    cmd = "python benchmarks/cyclegan_variants.py " + " ".join(shlex.quote(a) for a in shown)
     t_start = time.perf_counter()
     ds = load_data("ct2mr")
     a, x, lab = ds.a_test, ds.x_test, ds.info["labels_test"]
