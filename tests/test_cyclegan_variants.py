@@ -306,3 +306,13 @@ def test_hidden_information_sees_the_noise_only_through_the_own_translation():
     assert r["mae_from_own_translation"] == 0 and r["mae_from_true_b"] > 0.03
     assert r["noise_corr_from_own_translation"] == pytest.approx(1.0)
     assert abs(r["noise_corr_from_true_b"]) < 0.15
+
+
+def test_cli_refuses_unlabelled_data_for_shape_cyclegan_in_one_line(tmp_path, capsys):
+    from helpers import cli_output
+
+    data = write_unpaired(tmp_path / "data", n=8, size=32)
+    code, _, err = cli_output(capsys, "train", "shape-cyclegan", "--data", f"unpaired:{data}",
+                              "--steps", "1", "--no-progress", "--out", tmp_path / "run")
+    assert code == 2 and len(err) == 1 and "needs a label map per image" in err[0]
+    assert not (tmp_path / "run").exists()

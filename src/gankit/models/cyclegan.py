@@ -174,11 +174,11 @@ class CycleGAN(GANFamily):
     def validate_config(cls, cfg: Any) -> None:
         super().validate_config(cfg)
         if cfg.loss.name != "lsgan":
-            raise ConfigError(f"cyclegan trains with the least-squares loss of its paper; "
+            raise ConfigError(f"{cfg.model['name']} trains with the least-squares loss of its paper; "
                               f"loss.name={cfg.loss.name} is not supported (use lsgan)")
         extra = [f"loss.{k}" for k in ("gp", "clip") if getattr(cfg.loss, k) is not None]
         if extra:
-            raise ConfigError(f"cyclegan does not apply {', '.join(extra)}")
+            raise ConfigError(f"{cfg.model['name']} does not apply {', '.join(extra)}")
 
     def networks(self) -> dict[str, nn.Module]:
         return {"G_AB": self.G_AB, "G_BA": self.G_BA, "D_A": self.D_A, "D_B": self.D_B}
