@@ -155,8 +155,9 @@ def main() -> None:
         for name in ("cyclegan", "shape-cyclegan"):
             mod = gankit.load(runs[name]).model
             res["steganography"][name] = cycle_steganography(
-                mod.G_AB, mod.G_BA, a[:n], a_clean=clean[:n], b_true=x[:n], eps=0.03,
-                steps=100)
+                mod.G_AB, mod.G_BA, a[:n], a_clean=clean[:n], b_true=x[:n], labels=lab[:n],
+                read=(lambda t: segment_by_contrast(t, "ct"),
+                      lambda t: segment_by_contrast(t, "mr"), K), eps=0.03, steps=100)
         mod = gankit.load(runs["cyclegan"]).model
         with torch.no_grad():
             rec = mod.G_BA(mod.G_AB(a[:8]))
@@ -234,6 +235,19 @@ def write_md(res: dict) -> None:
             f"{p['blur_0.5']['reconstruction_mae']:.4f} | {hi['mae_from_true_b']:.4f} | "
             f"{hi['noise_corr_from_own_translation']:.3f} / {hi['noise_corr_from_true_b']:.3f} | "
             f"{sr['moved']:.3f} |")
+    lines += ["", ("Anatomy through the cycle: tissue Dice (mean over foreground tissues; "
+                   "organ / bone in brackets) of the translation read by MR intensity, of the "
+                   "cycle's reconstruction read by CT intensity, and of G_BA(true MR) read by CT "
+                   "intensity; the CT input itself for reference."), "",
+              ("| model | input | visible in G_AB(a) | recovered in G_BA(G_AB(a)) | "
+              "G_BA(true MR) |"), "|---|---|---|---|---|"]
+    for name, st in res["steganography"].items():
+        an = st["anatomy"]
+        cells = [f"{an[k]['dice']:.3f} ({an[k].get('dice_3', float('nan')):.3f} / "
+                 f"{an[k].get('dice_4', float('nan')):.3f})"
+                 for k in ("input", "visible_in_translation", "recovered_by_cycle",
+                           "from_true_b")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", ("Gain: added reconstruction error per unit of change made to the translation "
               "(1 = the change passes through unamplified). MAE from true MR: G_BA applied to "
               "the true MR of the same anatomy instead of the model's own translation. Noise "

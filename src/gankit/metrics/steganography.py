@@ -4,7 +4,7 @@ Chu, Zhmoginov & Sandler 2017, "CycleGAN, a Master of Steganography". The cycle 
 ``G_BA(G_AB(a)) = a`` in every detail, also in details that domain B has no place for (in
 ``ct2mr``, the noise realisation of a CT image, which the anatomy does not determine). A
 CycleGAN meets it by encoding those details in low-amplitude signals of ``G_AB(a)`` that look
-like nothing in particular, and ``G_BA`` learns to decode them. Three measurements show it on a
+like nothing in particular, and ``G_BA`` learns to decode them. Four measurements show it on a
 trained pair of translators (any callables, e.g. a CycleGAN's ``G_AB`` and ``G_BA``):
 
 1. **Fragility** (Chu et al. §4): the reconstruction error of ``G_BA(G_AB(a))`` against ``a``,
@@ -16,7 +16,12 @@ trained pair of translators (any callables, e.g. a CycleGAN's ``G_AB`` and ``G_B
    the true B-image, and the correlation of ``G_BA(G_AB(a)) - c`` with ``a``'s own noise ``a - c``
    is measured: the anatomy is the same in both inputs, so whatever the first reconstruction
    gets right beyond the second came through the translation, hidden.
-3. **Control by a tiny perturbation** (Chu et al. §5, the adversarial attack): a perturbation
+3. **Structure that is recovered without being shown** (with label maps and a way to read
+   them off each domain's images): the tissue Dice of the translation ``G_AB(a)`` read as a
+   B-image, of the reconstruction ``G_BA(G_AB(a))`` read as an A-image, and of ``G_BA`` applied
+   to the true B-image. Anatomy that the reconstruction has but the translation does not show
+   travelled through the translation hidden.
+4. **Control by a tiny perturbation** (Chu et al. §5, the adversarial attack): a perturbation
    ``delta`` with ``|delta| <= eps`` everywhere, found by projected gradient descent, added to
    ``G_AB(a_1)`` so that ``G_BA`` reconstructs another image ``a_2``. How far the reconstruction
    moves towards ``a_2`` for so small an ``eps`` is the decoder's sensitivity.
@@ -99,6 +104,25 @@ def hidden_information(forward: Translator, backward: Translator, a: Tensor, a_c
             "noise_std": float(noise[inner].std())}
 
 
+@torch.no_grad()
+def anatomy_through_cycle(forward: Translator, backward: Translator, a: Tensor, b_true: Tensor,
+                          labels: Tensor, read_a: Callable[[Tensor], Tensor],
+                          read_b: Callable[[Tensor], Tensor], num_classes: int
+                          ) -> dict[str, dict[str, float]]:
+    """Label agreement (:func:`gankit.data.contrast_tasks.label_agreement`: accuracy, mean and
+    per-class Dice) with the true maps ``labels`` of: the translation read as a B-image
+    (``visible_in_translation``), the reconstruction read as an A-image
+    (``recovered_by_cycle``), ``backward(b_true)`` read as an A-image (``from_true_b``) and the
+    input itself (``input``). ``read_a``/``read_b`` map images to label maps ``[N, H, W]``."""
+    from ..data.contrast_tasks import label_agreement
+
+    fb = forward(a)
+    return {"input": label_agreement(read_a(a), labels, num_classes),
+            "visible_in_translation": label_agreement(read_b(fb), labels, num_classes),
+            "recovered_by_cycle": label_agreement(read_a(backward(fb)), labels, num_classes),
+            "from_true_b": label_agreement(read_a(backward(b_true)), labels, num_classes)}
+
+
 def steer(forward: Translator, backward: Translator, a1: Tensor, a2: Tensor, eps: float = 0.03,
           steps: int = 100, lr: float = 0.005) -> dict[str, Any]:
     """Projected gradient descent on ``delta`` (``|delta| <= eps`` per pixel, the sum kept in
@@ -129,13 +153,19 @@ def steer(forward: Translator, backward: Translator, a1: Tensor, a2: Tensor, eps
 
 def cycle_steganography(forward: Translator, backward: Translator, a: Tensor, *,
                         a_clean: Tensor | None = None, b_true: Tensor | None = None,
+                        labels: Tensor | None = None,
+                        read: tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor],
+                                    int] | None = None,
                         eps: float = 0.03, steps: int = 100, seed: int = 0) -> dict[str, Any]:
-    """All three measurements of the module docstring on images ``a`` of domain A (``a_clean``
-    and ``b_true``, for the second, are optional). The attack steers each image's reconstruction
-    towards the next image of ``a`` (``a`` rolled by one)."""
+    """The measurements of the module docstring on images ``a`` of domain A: the second needs
+    ``a_clean`` and ``b_true``, the third ``b_true``, ``labels`` and ``read = (read_a, read_b,
+    num_classes)``. The attack steers each image's reconstruction towards the next image of
+    ``a`` (``a`` rolled by one)."""
     out: dict[str, Any] = {"fragility": fragility(forward, backward, a, seed=seed)}
     if a_clean is not None and b_true is not None:
         out["hidden"] = hidden_information(forward, backward, a, a_clean, b_true)
+    if b_true is not None and labels is not None and read is not None:
+        out["anatomy"] = anatomy_through_cycle(forward, backward, a, b_true, labels, *read)
     st = steer(forward, backward, a, a.roll(1, 0), eps=eps, steps=steps)
     st.pop("reconstructions")
     out["steer"] = st
