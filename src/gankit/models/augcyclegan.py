@@ -180,6 +180,11 @@ class AugCycleGAN(CycleGAN):
         self.pool_A = ImagePool(p.pool_size, self.shape_a)
         self.pool_B = ImagePool(p.pool_size, self.shape_b)
 
+    @property
+    def translate_code_dim(self) -> int:
+        """The size of the code ``z`` that :meth:`translate` takes (the ONNX export's input)."""
+        return self.z_dim
+
     def networks(self) -> dict[str, nn.Module]:
         return {"G_AB": self.G_AB, "G_BA": self.G_BA, "E_A": self.E_A, "E_B": self.E_B,
                 "D_A": self.D_A, "D_B": self.D_B, "D_Za": self.D_Za, "D_Zb": self.D_Zb}
