@@ -99,3 +99,26 @@ def make_tiny_volumes():
         x[i, :, o:o + 4, o:o + 4, 2:6] = 1.0
     return Dataset("tinyvolumes", x[:24], None, 0, x[24:], None, a=a[:24], a_test=a[24:],
                    pairing="paired")
+
+
+def make_tiny_unpaired_labelled():
+    """:func:`make_tiny_unpaired` with a label map per image (info ``a_labels``, ``x_labels``,
+    ``labels_test``; classes background, band, corner): the band is class 1, a 4x4 bright
+    corner square in every other image class 2."""
+    ds = make_tiny_unpaired()
+    maps = {}
+    for key, x in (("a", ds.a), ("x", ds.x), ("test", ds.x_test)):
+        x = x.clone()
+        lab = (x[:, 0] > 0).long()  # [N, 16, 16]: the band
+        x[::2, :, :4, -4:] = 0.5
+        lab[::2, :4, -4:] = 2
+        setattr(ds, {"test": "x_test"}.get(key, key), x)
+        maps[key] = lab
+    ds.info |= {"a_labels": maps["a"], "x_labels": maps["x"], "labels_test": maps["test"],
+                "label_classes": ["background", "band", "corner"]}
+    return ds
+
+
+@pytest.fixture
+def tiny_unpaired_labelled():
+    return make_tiny_unpaired_labelled()

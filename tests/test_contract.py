@@ -10,6 +10,7 @@ from conftest import (
     make_tiny_paired,
     make_tiny_points,
     make_tiny_unpaired,
+    make_tiny_unpaired_labelled,
     make_tiny_volumes,
 )
 
@@ -26,6 +27,7 @@ FAST = {"train.log_every": 1, "train.sample_every": 1000, "train.batch_size": 8,
 def tiny_data(kind: str):
     return {"images": make_tiny_images, "points": make_tiny_points,
             "paired": make_tiny_paired, "unpaired": make_tiny_unpaired,
+            "unpaired-labelled": make_tiny_unpaired_labelled,
             "volumes": make_tiny_volumes}[kind]()
 
 

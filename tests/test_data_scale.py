@@ -12,7 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_images, make_tiny_paired, make_tiny_points, make_tiny_unpaired
+from conftest import (
+    make_tiny_images,
+    make_tiny_paired,
+    make_tiny_points,
+    make_tiny_unpaired,
+    make_tiny_unpaired_labelled,
+)
 from PIL import Image
 from test_resume_ddp import ENV, assert_identical, final_weights, wait_for_checkpoint
 
@@ -101,7 +107,8 @@ def test_the_crash_case_is_refused_in_one_line(folder, tmp_path, capsys):
 
 def _tiny(kind: str, size: int) -> Dataset:
     ds = {"images": make_tiny_images, "points": make_tiny_points,
-          "paired": make_tiny_paired, "unpaired": make_tiny_unpaired}[kind]()
+          "paired": make_tiny_paired, "unpaired": make_tiny_unpaired,
+          "unpaired-labelled": make_tiny_unpaired_labelled}[kind]()
     from gankit.data.files import resize_images
 
     for k in ("x", "x_test", "a", "a_test"):

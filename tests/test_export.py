@@ -242,7 +242,13 @@ def test_every_family_that_samples_or_translates_exports_to_onnx(name, tmp_path)
     """The ONNX export of every registered family's sampling/translating network (at its tiny
     configuration) agrees with PyTorch within ONNX_TOLERANCE on two batch sizes; pix2pix with
     its default test-time dropout is refused in one line (ONNX would freeze one dropout mask)."""
-    from conftest import make_tiny_images, make_tiny_paired, make_tiny_points, make_tiny_unpaired
+    from conftest import (
+        make_tiny_images,
+        make_tiny_paired,
+        make_tiny_points,
+        make_tiny_unpaired,
+        make_tiny_unpaired_labelled,
+    )
 
     from gankit.config import parse_overrides, resolve_config
     from gankit.export import export_onnx
@@ -251,7 +257,8 @@ def test_every_family_that_samples_or_translates_exports_to_onnx(name, tmp_path)
 
     family = MODELS.get(name)
     ds = {"images": make_tiny_images, "points": make_tiny_points, "paired": make_tiny_paired,
-          "unpaired": make_tiny_unpaired}[family.tiny_data]()
+          "unpaired": make_tiny_unpaired,
+          "unpaired-labelled": make_tiny_unpaired_labelled}[family.tiny_data]()
     over = {**family.tiny, "train.seed": 3}
     if name == "pix2pix":
         cfg = resolve_config(name, parse_overrides([f"{k}={v}" for k, v in over.items()]))

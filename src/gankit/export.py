@@ -303,6 +303,8 @@ class _Sampler(nn.Module):
             return m.generate(m.G, x, c)  # type: ignore[attr-defined]
         if self.mode == "decode":
             return m.decode(x, mean=True)  # type: ignore[call-arg]
+        if c is not None:  # a stochastic translator's code (augmented CycleGAN)
+            return m.translate(x, z=c)
         return m.translate(x)
 
 
@@ -321,7 +323,11 @@ def _onnx_inputs(model: ModelFamily, n: int, seed: int
         if getattr(getattr(model, "p", None), "test_dropout", False):
             raise CapabilityError(f"model '{model.name}' draws dropout masks when it translates "
                                   f"(model.test_dropout), which ONNX does not reproduce")
-        return "translate", (torch.rand(n, *shape, generator=g) * 2 - 1,), ["image"]
+        image = torch.rand(n, *shape, generator=g) * 2 - 1
+        code = int(getattr(model, "translate_code_dim", 0))  # translators that take a code z
+        if code:
+            return "translate", (image, torch.randn(n, code, generator=g)), ["image", "z"]
+        return "translate", (image,), ["image"]
     raise CapabilityError(f"model '{model.name}' has no sampling network to export to ONNX")
 
 

@@ -24,6 +24,7 @@ from ..registry import DATASETS, did_you_mean
 from . import (  # noqa: F401  (register the built-in datasets and tasks)
     anomaly_tasks,
     builtin,
+    contrast_tasks,
     segmentation_tasks,
     translation_tasks,
 )

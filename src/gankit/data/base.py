@@ -131,6 +131,8 @@ class Dataset:
             d["stream"] = isinstance(self.x, ImageStore)
             if "image_size_note" in self.info:
                 d["image_size_note"] = self.info["image_size_note"]
+            if "label_classes" in self.info:  # names of the classes of per-pixel label maps
+                d["label_classes"] = [str(c) for c in self.info["label_classes"]]
         if self.a is not None:
             d["pairing"] = self.pairing
             d["a_shape"] = list(self.a.shape[1:])

@@ -9,6 +9,8 @@ source                  batch
 ``samples``             ``{"x", "y"?}``: the training samples and labels (one tensor, index slices)
 ``paired``              ``{"a", "b", "y"?}``: aligned pairs, ``a[i] -> b[i]`` (pix2pix)
 ``unpaired``            ``{"a", "b"}``: one batch of each domain, drawn independently (CycleGAN)
+``unpaired-labelled``   ``{"a", "a_labels", "b", "b_labels"}``: as ``unpaired``, each image with its
+                        per-pixel label map (shape-consistent CycleGAN)
 ``classes``             one entry per class stream, e.g. ``{"healthy", "patient"}`` (VA-GAN): each
                         stream draws from its own classes of one labelled set
 ======================  ============================================================================
@@ -164,6 +166,42 @@ def unpaired(ds: Dataset, batch: int, device: torch.device, seed: int, rank: int
                         f"a two-domain built-in")
     return Source([Stream("a", {"a": ds.a}, batch, device, seed, rank, world),
                    Stream("b", {"b": ds.x}, batch, device, seed, rank, world)])
+
+
+def pixel_labels(ds: Dataset, key: str, images: Tensor) -> Tensor:
+    """The per-pixel label maps ``ds.info[key]`` (``int64 [N, H, W]``) of ``images`` ``[N, C,
+    h, w]``; maps of another size than the images (the images were resized by
+    ``data.image_size``) are resized by nearest neighbour, so labels stay class indices."""
+    lab = ds.info.get(key)
+    if lab is None:
+        raise DataError(f"'{ds.name}' has no per-pixel label maps ({key} in its info); give a "
+                        f"labelled two-domain built-in such as ct2mr")
+    lab = torch.as_tensor(lab)
+    if lab.dtype != torch.int64 or lab.dim() != 3 or len(lab) != len(images):
+        raise DataError(f"'{ds.name}': {key} must be int64 [{len(images)}, H, W] label maps, got "
+                        f"{lab.dtype} {tuple(lab.shape)}")
+    if lab.min() < 0:
+        raise DataError(f"'{ds.name}': {key} holds negative class indices")
+    size = tuple(images.shape[-2:])
+    if tuple(lab.shape[-2:]) != size:
+        lab = torch.nn.functional.interpolate(lab[:, None].float(), size=size,
+                                              mode="nearest")[:, 0].long()
+    return lab
+
+
+@SOURCES.register("unpaired-labelled",
+                  description="unpaired domains a and b, each image with its per-pixel label map")
+def unpaired_labelled(ds: Dataset, batch: int, device: torch.device, seed: int, rank: int,
+                      world: int, **_: Any) -> Source:
+    """The ``unpaired`` streams (same names, so the same image order) carrying the label maps
+    ``info["a_labels"]`` of ``a`` and ``info["x_labels"]`` of ``x`` as ``a_labels``/``b_labels``."""
+    if ds.a is None:
+        raise DataError(f"'{ds.name}' has one domain; give a labelled two-domain built-in such "
+                        f"as ct2mr")
+    _in_memory(ds.x)
+    la, lb = pixel_labels(ds, "a_labels", ds.a), pixel_labels(ds, "x_labels", ds.x)
+    return Source([Stream("a", {"a": ds.a, "a_labels": la}, batch, device, seed, rank, world),
+                   Stream("b", {"b": ds.x, "b_labels": lb}, batch, device, seed, rank, world)])
 
 
 @SOURCES.register("classes", description="one stream per group of classes of one labelled set")

@@ -65,6 +65,26 @@ def min_side(n_layers: int) -> int:
     return max(8, -(-lo // 4) * 4)
 
 
+def domain_shapes(model: str, info: dict[str, Any], n_layers: int
+                  ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The image shapes ``(C, H, W)`` of domains A and B of the data ``info``; a one-line error
+    unless both are square, of one side, a multiple of 4 and at least :func:`min_side`."""
+    shape_b = tuple(int(s) for s in info["shape"])
+    shape_a = tuple(int(s) for s in (info.get("a_shape") or info["shape"]))
+    name = info.get("name", "the data")
+    lo = min_side(n_layers)
+    for dom, (_, h, w) in (("A", shape_a), ("B", shape_b)):
+        if h != w or h < lo or h % 4:
+            raise ConfigError(f"{model} needs square images whose side is a multiple of 4 "
+                              f"and at least {lo}; domain {dom} of '{name}' is {h}x{w}: add "
+                              f"--set data.image_size={max(lo, h - h % 4)}")
+    if shape_a[1:] != shape_b[1:]:
+        raise ConfigError(f"{model} translates images of one size, but domain A of '{name}' "
+                          f"is {shape_a[1]}x{shape_a[2]} and B {shape_b[1]}x{shape_b[2]}; "
+                          f"resize both with --set data.image_size=N")
+    return shape_a, shape_b
+
+
 class ImagePool(nn.Module):
     """A history of ``size`` generated images (Shrivastava et al. 2017; CycleGAN §4).
 
@@ -133,20 +153,8 @@ class CycleGAN(GANFamily):
     def __init__(self, cfg: Any, info: dict[str, Any]) -> None:
         super().__init__(cfg, info)  # refuses data that is not unpaired
         p = self.p
-        shape_b = tuple(int(s) for s in info["shape"])
-        shape_a = tuple(int(s) for s in (info.get("a_shape") or info["shape"]))
-        name = info.get("name", "the data")
-        lo = min_side(p.n_layers)
-        for dom, (_, h, w) in (("A", shape_a), ("B", shape_b)):
-            if h != w or h < lo or h % 4:
-                raise ConfigError(f"cyclegan needs square images whose side is a multiple of 4 "
-                                  f"and at least {lo}; domain {dom} of '{name}' is {h}x{w}: add "
-                                  f"--set data.image_size={max(lo, h - h % 4)}")
-        if shape_a[1:] != shape_b[1:]:
-            raise ConfigError(f"cyclegan translates images of one size, but domain A of '{name}' "
-                              f"is {shape_a[1]}x{shape_a[2]} and B {shape_b[1]}x{shape_b[2]}; "
-                              f"resize both with --set data.image_size=N")
-        self.shape_a, self.shape_b = shape_a, shape_b
+        self.shape_a, self.shape_b = domain_shapes(self.name, info, p.n_layers)
+        shape_a, shape_b = self.shape_a, self.shape_b
         ca, cb = shape_a[0], shape_b[0]
         self.G_AB = ResnetGenerator(ca, cb, p.width, p.n_blocks, p.norm)
         self.G_BA = ResnetGenerator(cb, ca, p.width, p.n_blocks, p.norm)
@@ -166,11 +174,11 @@ class CycleGAN(GANFamily):
     def validate_config(cls, cfg: Any) -> None:
         super().validate_config(cfg)
         if cfg.loss.name != "lsgan":
-            raise ConfigError(f"cyclegan trains with the least-squares loss of its paper; "
+            raise ConfigError(f"{cfg.model['name']} trains with the least-squares loss of its paper; "
                               f"loss.name={cfg.loss.name} is not supported (use lsgan)")
         extra = [f"loss.{k}" for k in ("gp", "clip") if getattr(cfg.loss, k) is not None]
         if extra:
-            raise ConfigError(f"cyclegan does not apply {', '.join(extra)}")
+            raise ConfigError(f"{cfg.model['name']} does not apply {', '.join(extra)}")
 
     def networks(self) -> dict[str, nn.Module]:
         return {"G_AB": self.G_AB, "G_BA": self.G_BA, "D_A": self.D_A, "D_B": self.D_B}
@@ -205,11 +213,21 @@ class CycleGAN(GANFamily):
         stats["loss/G"] = total.detach()
         return total, stats, fake_b, fake_a
 
+    def g_extra(self, nets: dict[str, nn.Module], batch: dict[str, Tensor], fake_b: Tensor,
+                fake_a: Tensor) -> tuple[Tensor | float, dict[str, Tensor]]:
+        """Terms a variant adds to ``L_G`` from the step's batch and fakes: ``(term, stats)``;
+        CycleGAN itself adds none (empty stats)."""
+        return 0.0, {}
+
     def phases(self) -> list[Phase]:
         def g_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
             nets = {k: ctx.net(k) for k in self.networks()}
             a, b = ctx.batch["a"], ctx.batch["b"]
             loss, stats, fake_b, fake_a = self.g_loss(nets, a, b)
+            extra, more = self.g_extra(nets, ctx.batch, fake_b, fake_a)
+            if more:  # a variant's own terms (shape-consistent CycleGAN's segmenter loss)
+                loss = loss + extra
+                stats |= more | {"loss/G": loss.detach()}
             ctx.stash[("cyclegan", ctx.micro)] = (fake_a.detach(), fake_b.detach())
             return loss, stats
 

@@ -32,10 +32,12 @@ class ResnetBlock(nn.Module):
 
 class ResnetGenerator(nn.Module):
     """``[N, in, H, W] -> [N, out, H, W]`` in (-1, 1); H and W multiples of 4 (two stride-2
-    downsamplings). ``width`` is ngf (paper 64), ``n_blocks`` the residual blocks (6 or 9)."""
+    downsamplings). ``width`` is ngf (paper 64), ``n_blocks`` the residual blocks (6 or 9).
+    ``tanh=False`` leaves the last conv's output as it is: per-pixel logits for a segmenter
+    (shape-consistent CycleGAN's S_A, S_B)."""
 
     def __init__(self, in_channels: int, out_channels: int, width: int = 64, n_blocks: int = 6,
-                 norm: str = "instance") -> None:
+                 norm: str = "instance", tanh: bool = True) -> None:
         super().__init__()
         if n_blocks < 0:
             raise ValueError(f"n_blocks must be >= 0, got {n_blocks}")
@@ -50,7 +52,8 @@ class ResnetGenerator(nn.Module):
         for m in (4, 2):  # u128, u64
             layers += [nn.ConvTranspose2d(w * m, w * m // 2, 3, 2, 1, output_padding=1, bias=bias),
                        norm2d(norm, w * m // 2), nn.ReLU(True)]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(w, out_channels, 7), nn.Tanh()]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(w, out_channels, 7)] + ([nn.Tanh()] if tanh
+                                                                            else [])
         self.n_blocks = n_blocks
         self.model = nn.Sequential(*layers)
         dcgan_init(self)
