@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from ..registry import DATASETS, did_you_mean
-from . import builtin  # noqa: F401  (registers the built-ins)
+from . import attribution_tasks, builtin  # noqa: F401  (register the built-ins)
 from .base import Dataset
 from .files import load_arrays, load_paired_folder
 from .sizes import ANY_SIZE, ImageSizes
