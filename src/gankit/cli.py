@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from .errors import GankitError
-from .outputs import check_target
+from .outputs import check_target, write_output
 from .outputs import console as _console
 
 
@@ -168,27 +168,7 @@ def sample(run_dir: Path, n: int, out: Path, seed: int, labels: str | None,
         return
     opts = {"truncation": truncation} if truncation is not None else {}
     x = g.sample(n, seed=seed, labels=lab, **opts)
-    _write_output(x, out, n)
-
-
-def _write_output(x, out: Path, n: int, names: list[str] | None = None) -> None:
-    """A .npy array, a .png grid, or a folder of PNGs (named after ``names`` when given)."""
-    import numpy as np
-
-    from .errors import ConfigError
-    from .train.callbacks import save_samples
-
-    if out.suffix == ".npy":
-        np.save(out, x.numpy())
-    elif out.suffix == ".png":
-        save_samples(x, out)
-    else:
-        from .data.images import save_images
-
-        if x.dim() != 4:
-            raise ConfigError("a folder output needs images; use .npy for points")
-        save_images(x, out, names=names)
-    _console().print(f"wrote {n} outputs to {out}")
+    write_output(x, out, n)
 
 
 @cli.command()
@@ -225,7 +205,7 @@ def translate(run_dir: Path, input_: Path, out: Path, seed: int, weights: str,
     x, names = read_inputs(input_, info)
     options = {"direction": direction} if direction and two_way else {}
     y = g.translate(x, seed=seed, batch_size=batch_size, **options)
-    _write_output(y, out, len(y), names if out.suffix not in (".png", ".npy") else None)
+    write_output(y, out, len(y), names if out.suffix not in (".png", ".npy") else None)
 
 
 @cli.command()
@@ -478,14 +458,15 @@ def _one_line(text: object) -> str:
 
 
 # Commands that live in modules of their own, one per area.
+from .commands_attribute import register as _register_attribute  # attribute
 from .commands_data import register as _register_data  # prepare
 from .commands_score import register as _register_score  # score
 from .commands_segment import register as _register_segment  # segment
 from .commands_share import register as _register_share  # export
 from .commands_track import register as _register_track  # runs, compare
 
-for _register in (_register_data, _register_score, _register_segment, _register_share,
-                  _register_track):
+for _register in (_register_attribute, _register_data, _register_score, _register_segment,
+                  _register_share, _register_track):
     _register(cli)
 
 if __name__ == "__main__":

@@ -38,3 +38,22 @@ def check_target(out: Path, file: bool = False) -> None:
         raise ConfigError(f"--out {out}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"--out {out}: {parent} is not writable")
+
+
+def write_output(x, out: Path, n: int, names: list[str] | None = None) -> None:
+    """A .npy array, a .png grid, or a folder of PNGs (named after ``names`` when given)."""
+    import numpy as np
+
+    from .train.callbacks import save_samples
+
+    if out.suffix == ".npy":
+        np.save(out, x.numpy())
+    elif out.suffix == ".png":
+        save_samples(x, out)
+    else:
+        from .data.images import save_images
+
+        if x.dim() != 4:
+            raise ConfigError("a folder output needs images; use .npy for points")
+        save_images(x, out, names=names)
+    console().print(f"wrote {n} outputs to {out}")

@@ -23,6 +23,7 @@ from ..errors import DataError
 from ..registry import DATASETS, did_you_mean
 from . import (  # noqa: F401  (register the built-in datasets and tasks)
     anomaly_tasks,
+    attribution_tasks,
     builtin,
     contrast_tasks,
     segmentation_tasks,

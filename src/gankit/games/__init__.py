@@ -9,6 +9,6 @@ Likelihood objectives (the VAE's ELBO) are single phases written by their family
 """
 
 from .adversarial import DView, Game, Terms, adversarial_phases
-from .phase import Batch, Phase, StepContext
+from .phase import Batch, Burst, Phase, StepContext
 
-__all__ = ["Batch", "DView", "Game", "Phase", "StepContext", "Terms", "adversarial_phases"]
+__all__ = ["Batch", "Burst", "DView", "Game", "Phase", "StepContext", "Terms", "adversarial_phases"]

@@ -28,6 +28,32 @@ LossFn = Callable[["StepContext"], "tuple[Tensor | None, Stats]"]
 PHASE_KINDS = ("grad", "closed_form")
 
 
+@dataclass(frozen=True)
+class Burst:
+    """Step-dependent repetitions of a phase: ``repeat`` times instead of the phase's own count
+    at steps ``t < first`` and at every step with ``t % period == 0`` (``period=None``: never
+    after the first steps).
+
+    The critic schedule of the WGAN authors' code, kept by VA-GAN (Baumgartner et al. 2018):
+    100 critic iterations for each of the first 25 generator iterations and for every 100th one
+    (WGAN's code: every 500th), 5 otherwise, so the critic is near its optimum early and is
+    re-tuned now and then. ``t`` is the training step, one generator step each.
+    """
+
+    repeat: int
+    first: int = 0
+    period: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.repeat < 1 or self.first < 0 or (self.period is not None and self.period < 1):
+            raise ValueError(f"burst: repeat and period must be >= 1 and first >= 0, got "
+                             f"repeat={self.repeat}, first={self.first}, period={self.period}")
+
+    def at(self, step: int) -> bool:
+        """Whether ``step`` is a burst step."""
+        return step < self.first or (self.period is not None and step % self.period == 0)
+
+
 @dataclass
 class Phase:
     """One update of a training step.
@@ -36,7 +62,8 @@ class Phase:
     several, e.g. InfoGAN's G and Q); a ``closed_form`` phase names none. The phase is active at
     step ``t`` when ``start <= t < stop`` and ``(t - start) % every == 0``; it then runs
     ``repeat`` times in a row (k D steps per G step, Goodfellow et al. 2014 Alg. 1), each time
-    over ``optim.grad_accum`` micro-batches. With ``fresh`` every repetition after the first
+    over ``optim.grad_accum`` micro-batches; a :class:`Burst` (``burst``) raises the count at
+    some steps (:meth:`repeats`). With ``fresh`` every repetition after the first
     draws a new batch (Alg. 1 samples a new minibatch for each of the k D steps); otherwise the
     phase sees the step's batch, shared with the step's other phases, so a G step sees the real
     batch its fake was made from.
@@ -65,6 +92,7 @@ class Phase:
     after_step: Callable[[], None] | None = None
     applies_tricks: bool = False
     lazy_reg: bool = False
+    burst: Burst | None = None
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.repeat < 1 or self.start < 0:
@@ -82,6 +110,13 @@ class Phase:
     @property
     def opts(self) -> tuple[str, ...]:
         return (self.opt,) if isinstance(self.opt, str) else tuple(self.opt)
+
+    def repeats(self, step: int) -> int:
+        """How many times the phase runs at ``step`` (when active): ``repeat``, or the burst's
+        count at its steps."""
+        if self.burst is not None and self.burst.at(step):
+            return self.burst.repeat
+        return self.repeat
 
     def active(self, step: int) -> bool:
         """Whether the phase runs at ``step``."""

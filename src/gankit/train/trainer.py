@@ -2,7 +2,7 @@
 
 A model family declares its networks, optimizer specs, data source and phases
 (:mod:`gankit.models.base`); each step the Trainer sets the scheduled learning rates, runs every
-active phase ``repeat`` times over ``grad_accum`` micro-batches that share one batch per step,
+active phase ``repeat`` times (its burst count at burst steps) over ``grad_accum`` micro-batches that share one batch per step,
 updates the EMA copies and checkpoints. Statistics stay on the device and are synchronised once
 per ``log_every`` steps. Callbacks see the run through an explicit API: they log records with
 :meth:`Trainer.log` (which writes the run directory's streams and tells the other callbacks) and
@@ -351,8 +351,9 @@ class Trainer:
     def _run_phase(self, ph: Phase, keep_last: bool) -> None:
         ctx = self.ctx
         accum = self.cfg.optim.grad_accum
+        repeat = ph.repeats(self.step)
         if ph.kind == "closed_form":
-            for r in range(ph.repeat):
+            for r in range(repeat):
                 for micro in range(accum):
                     ctx.enter(micro, False, ph.fresh and r > 0)
                     with torch.no_grad():
@@ -367,11 +368,11 @@ class Trainer:
         scaler = self.scalers.get(keys[0])  # fp16 only: the phase's first optimizer's scaler
         for k, net in self.nets.items():
             net.requires_grad_(k in keys)
-        for r in range(ph.repeat):
+        for r in range(repeat):
             for k in keys:
                 self.opts[k].zero_grad(set_to_none=True)
             for micro in range(accum):
-                ctx.enter(micro, keep_last and r == ph.repeat - 1, ph.fresh and r > 0)
+                ctx.enter(micro, keep_last and r == repeat - 1, ph.fresh and r > 0)
                 with self.autocast():
                     loss, stats = ph.loss_fn(ctx)
                 if accum > 1:
