@@ -147,7 +147,7 @@ def test_dice_and_jaccard_known_answers_2d_and_3d():
     d, j = float(dice(pv, tv)), float(jaccard(pv, tv))
     assert d == pytest.approx(0.5) and j == pytest.approx(1 / 3)
     assert j == pytest.approx(d / (2 - d))
-    with pytest.raises(DataError, match="differ in shape"):
+    with pytest.raises(DataError, match="the same shape"):
         dice(pv, tv[:, :, :2])
 
 

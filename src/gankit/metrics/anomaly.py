@@ -18,9 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..errors import DataError
 from .medical import auroc  # the Mann-Whitney AUROC, one implementation
+from .medical import dice as medical_dice
 
 __all__ = ["auroc", "best_dice_threshold", "dice", "percentile_threshold", "pixel_auroc"]
 
@@ -41,15 +43,16 @@ def pixel_auroc(maps: Any, masks: Any) -> float:
 
 
 def dice(pred: Any, truth: Any, empty: float = 1.0) -> float:
-    """Dice overlap ``2 |P & T| / (|P| + |T|)`` of two boolean masks (all pixels of all images
-    pooled); ``empty`` when both are empty. 1 for identical masks, 0 for disjoint ones."""
+    """Dice overlap ``2 |P & T| / (|P| + |T|)`` of two boolean masks with all pixels of all
+    images pooled (:func:`gankit.metrics.medical.dice` of the masks as one sample); ``empty``
+    when both are empty. 1 for identical masks, 0 for disjoint ones."""
     p, t = _np(pred, bool), _np(truth, bool)
     if p.shape != t.shape:
         raise DataError(f"dice: masks {p.shape} and {t.shape} differ")
-    total = int(p.sum()) + int(t.sum())
-    if total == 0:
+    if not p.any() and not t.any():
         return float(empty)
-    return float(2.0 * np.logical_and(p, t).sum() / total)
+    return float(medical_dice(torch.from_numpy(p.reshape(1, -1)),
+                              torch.from_numpy(t.reshape(1, -1)))[0])
 
 
 def best_dice_threshold(maps: Any, masks: Any, candidates: int = 200) -> tuple[float, float]:

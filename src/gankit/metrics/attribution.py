@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from ..errors import DataError
+from .medical import ncc as medical_ncc
 
 Score = Callable[[Tensor], Tensor]
 
@@ -70,19 +71,15 @@ def integrated_gradients(f: Score, x: Tensor, baseline: Tensor | float = 0.0, st
     return diff * total / steps
 
 
-def ncc(a: Tensor, b: Tensor, eps: float = 1e-12) -> Tensor:
+def ncc(a: Tensor, b: Tensor) -> Tensor:
     """Normalised cross-correlation ``[N]`` of maps ``a`` and ``b`` (same shape ``[N, ...]``):
-    the Pearson correlation of their pixels, sample by sample. A constant map correlates with
-    nothing: its NCC is 0."""
+    :func:`gankit.metrics.medical.ncc`, the Pearson correlation of their pixels sample by
+    sample, except that a constant map (which correlates with nothing) scores 0 rather than
+    NaN, so a map generator that outputs nothing is averaged in as a failure."""
     if a.shape != b.shape:
         raise DataError(f"ncc compares maps of one shape, got {tuple(a.shape)} and "
                         f"{tuple(b.shape)}")
-    a = a.detach().flatten(1).double()
-    b = b.detach().flatten(1).double()
-    a = a - a.mean(1, keepdim=True)
-    b = b - b.mean(1, keepdim=True)
-    den = (a.pow(2).sum(1) * b.pow(2).sum(1)).sqrt()
-    return torch.where(den > eps, (a * b).sum(1) / den.clamp_min(eps), torch.zeros_like(den))
+    return torch.nan_to_num(medical_ncc(a, b), nan=0.0)
 
 
 def mass_fractions(m: Tensor, parts: Tensor, labels: int) -> Tensor:

@@ -3,9 +3,10 @@
 - Dice (Dice 1945; the F1 score of the voxels): ``2 |P n T| / (|P| + |T|)``.
 - Jaccard (intersection over union): ``|P n T| / |P u T|``; ``J = D / (2 - D)`` per sample.
 
-Both are computed per sample over every voxel after the batch axis (``[N, 1, H, W]`` masks or
-``[N, 1, D, H, W]`` volumes alike). A sample whose prediction and truth are both empty scores
-1 (nothing to find, nothing found), the convention of the medical segmentation challenges.
+Both are :func:`gankit.metrics.medical.dice` / ``jaccard`` (re-exported here), computed per
+sample over every voxel after the batch axis (``[N, 1, H, W]`` masks or ``[N, 1, D, H, W]``
+volumes alike). A sample whose prediction and truth are both empty scores 1 (nothing to find,
+nothing found), the convention of the medical segmentation challenges.
 
 Uncertainty (Monte-Carlo dropout, Gal & Ghahramani 2016; used for segmentation by Kendall et
 al. 2017): a good uncertainty map is high where the prediction is wrong. :func:`uncertainty_error`
@@ -22,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ..errors import DataError
+from .medical import dice, jaccard
 
 __all__ = ["dice", "jaccard", "segmentation_report", "spearman", "to_mask", "uncertainty_error"]
 
@@ -31,36 +33,6 @@ def to_mask(x: Any, threshold: float = 0.0) -> Tensor:
     {-1, +1} with the default 0, probabilities with 0.5)."""
     t = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
     return t if t.dtype == torch.bool else t > threshold
-
-
-def _counts(pred: Any, target: Any) -> tuple[Tensor, Tensor, Tensor]:
-    p, t = to_mask(pred), to_mask(target)
-    if p.shape != t.shape:
-        raise DataError(f"prediction {tuple(p.shape)} and ground truth {tuple(t.shape)} differ in "
-                        f"shape")
-    if p.dim() < 2:
-        raise DataError(f"masks need a batch axis and at least one more, got {tuple(p.shape)}")
-    p, t = p.flatten(1), t.flatten(1)  # [N, voxels]
-    inter = (p & t).sum(1).double()
-    return inter, p.sum(1).double(), t.sum(1).double()
-
-
-def dice(pred: Any, target: Any) -> Tensor:
-    """Dice coefficient per sample, ``float64 [N]`` in [0, 1] (1 when both masks are empty).
-
-    ``pred``/``target``: boolean masks, or floats thresholded at 0 (the {-1, +1} masks of the
-    segmentation datasets); any shape ``[N, ...]``, 2-D or 3-D.
-    """
-    inter, sp, st = _counts(pred, target)
-    den = sp + st
-    return torch.where(den > 0, 2 * inter / den.clamp(min=1), torch.ones_like(den))
-
-
-def jaccard(pred: Any, target: Any) -> Tensor:
-    """Jaccard index (IoU) per sample, ``float64 [N]`` in [0, 1] (1 when both masks are empty)."""
-    inter, sp, st = _counts(pred, target)
-    union = sp + st - inter
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
 def spearman(a: Any, b: Any) -> float:
