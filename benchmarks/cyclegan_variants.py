@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from figures import image_rows  # benchmarks/figures.py (this directory is on sys.path)
 
 import gankit
 from gankit.data import load_data
@@ -68,23 +69,7 @@ def train(name: str, ds, out: Path, args, extra: dict) -> tuple[Path, float]:
 
 
 def figure(rows: list[tuple[str, torch.Tensor]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = rows[0][1].shape[0]
-    fig, axes = plt.subplots(len(rows), n, figsize=(0.9 * n + 2.2, 0.95 * len(rows)))
-    for i, (label, imgs) in enumerate(rows):
-        for j in range(n):
-            ax = axes[i, j]
-            ax.imshow(imgs[j, 0].clamp(-1, 1).numpy(), cmap="gray", vmin=-1, vmax=1)
-            ax.set_xticks([]), ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    image_rows(rows, path, label_size=7, width=0.9, height=0.95)
 
 
 def main() -> None:

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from figures import image_rows  # benchmarks/figures.py (this directory is on sys.path)
 
 import gankit
 from gankit.data import load_data
@@ -185,28 +186,9 @@ def run_ct_sparse(a: argparse.Namespace, runs: Path) -> tuple[dict, list]:
 
 
 def figure(rows: list[tuple[str, torch.Tensor]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(rows), FIG_COLS,
-                             figsize=(0.85 * FIG_COLS + 1.8, 0.9 * len(rows) + 0.4))
-    for i, (label, imgs) in enumerate(rows):
-        for j in range(FIG_COLS):
-            ax = axes[i, j]
-            ax.set_xticks([]), ax.set_yticks([])
-            if j < len(imgs):
-                ax.imshow(imgs[j, 0].clamp(-1, 1).numpy(), cmap="gray", vmin=-1, vmax=1)
-            else:
-                ax.axis("off")
-            if j == 0:
-                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle("held-out inputs, translations and ground truth (img2img benchmark; ct-sparse's "
-                 "last column: Shepp-Logan)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    image_rows(rows, path, cols=FIG_COLS, dpi=100,
+               title="held-out inputs, translations and ground truth (img2img benchmark; "
+                     "ct-sparse's last column: Shepp-Logan)")
 
 
 def save_rows(rows: list[tuple[str, torch.Tensor]], path: Path) -> None:

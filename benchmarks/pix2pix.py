@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from figures import image_rows  # benchmarks/figures.py (this directory is on sys.path)
 
 import gankit
 from gankit.data import load_data
@@ -65,25 +66,8 @@ def one_per_class(y: torch.Tensor, k: int = 10) -> list[int]:
 
 
 def figure(rows: list[tuple[str, torch.Tensor]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = rows[0][1].shape[0]
-    fig, axes = plt.subplots(len(rows), n, figsize=(0.8 * n + 1.2, 0.85 * len(rows)))
-    for i, (label, imgs) in enumerate(rows):
-        for j in range(n):
-            ax = axes[i, j]
-            ax.imshow(imgs[j, 0].clamp(-1, 1).numpy(), cmap="gray", vmin=-1, vmax=1)
-            ax.set_xticks([]), ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
-    fig.suptitle("pix2pix on held-out edges2digits pairs (EMA weights, dropout seed 0)",
-                 fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    image_rows(rows, path, label_size=9, width=0.8, height=0.85,
+               title="pix2pix on held-out edges2digits pairs (EMA weights, dropout seed 0)")
 
 
 def fmt(v: float, k: str) -> str:
