@@ -53,7 +53,7 @@ from ..nn import dcgan_init, mlp
 from ..nn.patchgan import PatchDiscriminator
 from ..registry import MODELS
 from .base import GANFamily, Params, Phase, StepContext
-from .cyclegan import CycleGAN, ImagePool, domain_shapes
+from .cyclegan import CycleGAN, ImagePool, domain_shapes, pooled_d_loss
 
 
 class AugCycleGANParams(Params):
@@ -250,13 +250,7 @@ class AugCycleGAN(CycleGAN):
         def d_step(dom: str) -> Any:
             def step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
                 real, fake = ctx.batch[dom.lower()], fakes(ctx)[dom.lower()]
-                shown = getattr(self, f"pool_{dom}").query(fake, ctx.generator)
-                D = ctx.net(f"D_{dom}")
-                out_real, out_fake = D(real), D(shown)
-                loss = get_loss("lsgan").d_loss(out_real, out_fake)  # 0.5 [(D-1)^2 + D^2]
-                return loss, {f"loss/D_{dom}": loss.detach(),
-                              f"D_{dom}/real": out_real.detach().mean(),
-                              f"D_{dom}/fake": out_fake.detach().mean()}
+                return pooled_d_loss(ctx, dom, real, fake, getattr(self, f"pool_{dom}"))
             return step
 
         def dz_step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:

@@ -129,6 +129,19 @@ def _sq(x: Tensor, target: float) -> Tensor:
     return (x - target).pow(2).mean()
 
 
+
+def pooled_d_loss(ctx: StepContext, dom: str, real: Tensor, fake: Tensor,
+                  pool: ImagePool) -> tuple[Tensor, dict[str, Tensor]]:
+    """Discriminator ``D_{dom}``'s least-squares loss ``0.5 [(D(real) - 1)^2 + D(shown)^2]``,
+    ``shown`` drawn from the history ``pool`` of past fakes (Shrivastava et al. 2017, as
+    CycleGAN), with its logs."""
+    shown = pool.query(fake, ctx.generator)
+    D = ctx.net(f"D_{dom}")
+    out_real, out_fake = D(real), D(shown)
+    loss = get_loss("lsgan").d_loss(out_real, out_fake)
+    return loss, {f"loss/D_{dom}": loss.detach(), f"D_{dom}/real": out_real.detach().mean(),
+                  f"D_{dom}/fake": out_fake.detach().mean()}
+
 @MODELS.register("cyclegan", description="unpaired translation: two ResNet G, two PatchGAN D, "
                                           "LSGAN + 10 x cycle L1 + identity (Zhu et al. 2017)")
 class CycleGAN(GANFamily):
@@ -242,14 +255,7 @@ class CycleGAN(GANFamily):
             def step(ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
                 fake_a, fake_b = fakes(ctx)
                 real, fake = (ctx.batch["a"], fake_a) if dom == "A" else (ctx.batch["b"], fake_b)
-                pool: ImagePool = getattr(self, f"pool_{dom}")
-                shown = pool.query(fake, ctx.generator)
-                D = ctx.net(f"D_{dom}")
-                out_real, out_fake = D(real), D(shown)
-                loss = get_loss("lsgan").d_loss(out_real, out_fake)  # 0.5 [(D-1)^2 + D^2]
-                return loss, {f"loss/D_{dom}": loss.detach(),
-                              f"D_{dom}/real": out_real.detach().mean(),
-                              f"D_{dom}/fake": out_fake.detach().mean()}
+                return pooled_d_loss(ctx, dom, real, fake, getattr(self, f"pool_{dom}"))
             return step
 
         return [Phase("G", ("G_AB", "G_BA"), g_step),

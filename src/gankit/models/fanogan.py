@@ -52,7 +52,7 @@ from torch import Tensor, nn
 from ..data.sizes import STAGED
 from ..errors import ConfigError, DataError
 from ..games.phase import StepContext
-from ..nn import conv_stages
+from ..nn import downsampling_trunk
 from ..registry import MODELS
 from .base import Game, GANFamily, Params, Phase, adversarial_phases
 from .dcgan import DCDiscriminator, DCGenerator
@@ -81,15 +81,8 @@ class LatentEncoder(nn.Module):
     def __init__(self, channels: int, resolution: int, latent_dim: int, width: int,
                  max_width: int) -> None:
         super().__init__()
-        k, s0 = conv_stages(resolution)
-        chans = [min(width * 2 ** i, max_width) for i in range(k)]
-        layers: list[nn.Module] = []
-        c_in = channels
-        for c in chans:
-            layers += [nn.Conv2d(c_in, c, 4, 2, 1), nn.LeakyReLU(0.2)]
-            c_in = c
-        self.trunk = nn.Sequential(*layers)
-        self.head = nn.Linear(chans[-1] * s0 * s0, latent_dim)
+        self.trunk, features = downsampling_trunk(channels, resolution, width, max_width)
+        self.head = nn.Linear(features, latent_dim)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.trunk(x).flatten(1))

@@ -56,7 +56,7 @@ from torch import Tensor, nn
 from ..data.sizes import ANY_SIZE, STAGED, ImageSizes
 from ..errors import ConfigError
 from ..games.phase import Phase, StepContext
-from ..nn import conv_stages, mlp, prod
+from ..nn import conv_stages, downsampling_trunk, mlp, prod
 from ..registry import MODELS
 from .base import ModelFamily, ParamGroup, Params
 
@@ -116,15 +116,8 @@ class ConvEncoder(nn.Module):
     def __init__(self, channels: int, resolution: int, latent_dim: int, width: int,
                  max_width: int) -> None:
         super().__init__()
-        k, s0 = conv_stages(resolution)
-        chans = [min(width * 2 ** i, max_width) for i in range(k)]  # e.g. [32, 64]
-        layers: list[nn.Module] = []
-        c_in = channels
-        for c in chans:
-            layers += [nn.Conv2d(c_in, c, 4, 2, 1), nn.LeakyReLU(0.2)]
-            c_in = c
-        self.trunk = nn.Sequential(*layers)
-        self.head = nn.Linear(chans[-1] * s0 * s0, 2 * latent_dim)
+        self.trunk, features = downsampling_trunk(channels, resolution, width, max_width)
+        self.head = nn.Linear(features, 2 * latent_dim)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self.trunk(x).flatten(1)  # [N, C_last * s0 * s0]

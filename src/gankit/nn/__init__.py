@@ -45,6 +45,23 @@ def conv_stages(resolution: int, min_size: int = 4) -> tuple[int, int]:
     return k, resolution // 2**k
 
 
+def downsampling_trunk(channels: int, resolution: int, width: int,
+                       max_width: int) -> tuple[nn.Sequential, int]:
+    """``(trunk, features)``: DCGAN's discriminator trunk without normalisation (4x4 stride-2
+    convolutions, LeakyReLU 0.2; widths ``width * 2**i`` capped at ``max_width``) from
+    ``[N, channels, R, R]`` down to ``s0 x s0`` (:func:`conv_stages`), and the number of
+    features it gives once flattened. The encoders of the VAE and f-AnoGAN put a linear head
+    on it."""
+    k, s0 = conv_stages(resolution)
+    chans = [min(width * 2 ** i, max_width) for i in range(k)]  # e.g. [32, 64]
+    layers: list[nn.Module] = []
+    c_in = channels
+    for c in chans:
+        layers += [nn.Conv2d(c_in, c, 4, 2, 1), nn.LeakyReLU(0.2)]
+        c_in = c
+    return nn.Sequential(*layers), chans[-1] * s0 * s0
+
+
 class Flatten(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x.flatten(1)
