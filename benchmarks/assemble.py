@@ -26,7 +26,7 @@ PAGES: dict[str, tuple[str, str, list[str]]] = {
         "known: translations are scored against it, not judged by eye. Each section is "
         "produced by the script named at its top; `python benchmarks/assemble.py img2img` "
         "rebuilds this page from the sections."),
-        ["img2img_tasks.md", "cyclegan_variants.md"],
+        ["img2img_tasks.md", "cyclegan_variants.md", "pix2pix.md"],
     ),
     "medical": (
         "Medical applications on data with a known ground truth",
@@ -50,6 +50,18 @@ def _title(md: str, fallback: str) -> str:
     return m.group(1).strip() if m else fallback
 
 
+def _command_under_title(md: str) -> str:
+    """A part page opens with its regenerating command, then its title: on the assembled page
+    the command goes under the title, so each section starts with its heading."""
+    m = re.search(r"^# .+$", md, flags=re.MULTILINE)
+    head = md[:m.start()].strip() if m else ""
+    if not head:
+        return md
+    if not head.startswith("Regenerate"):
+        head = f"Regenerate: {head}"
+    return f"{m.group(0)}\n\n{head}\n{md[m.end():]}"
+
+
 def _anchor(title: str) -> str:
     """GitHub's heading anchor: lower case, punctuation dropped, spaces to hyphens."""
     return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
@@ -63,7 +75,7 @@ def assemble(page: str) -> Path:
     texts = [(RESULTS / p).read_text() for p in parts]
     toc = [f"- [{_title(t, p)}](#{_anchor(_title(t, p))}) (from `{p}`)"
            for p, t in zip(parts, texts)]
-    body = "\n\n".join(_demote(t).strip() for t in texts)
+    body = "\n\n".join(_demote(_command_under_title(t)).strip() for t in texts)
     out = RESULTS / f"{page}.md"
     out.write_text(f"# {title}\n\n{intro}\n\n" + "\n".join(toc) + "\n\n" + body + "\n")
     return out
