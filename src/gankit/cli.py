@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from .errors import GankitError
+from .options import weights_option
 from .outputs import check_target, write_output
 from .outputs import console as _console
 
@@ -126,12 +127,6 @@ def resume(run_dir: Path, steps: int | None, data: str | None, progress: bool,
     _done(run)
 
 
-WEIGHT_CHOICES = click.Choice(["ema", "raw", "last", "best", "G_ema", "G"])
-WEIGHTS_HELP = ("ema: the latest checkpoint's EMA copies (where kept), raw: its trained weights, "
-                "last: same as ema, best: those kept by --eval-every. A damaged latest "
-                "checkpoint is skipped for the newest intact one.")
-
-
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--n", "n", type=click.IntRange(min=1), default=64, show_default=True)
@@ -140,8 +135,7 @@ WEIGHTS_HELP = ("ema: the latest checkpoint's EMA copies (where kept), raw: its 
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--labels", type=str, default=None, help="Class for conditional models: one int or a comma list.")
 @click.option("--truncation", type=float, default=None, help="GANs: redraw latent components with |z| above this.")
-@click.option("--weights", type=WEIGHT_CHOICES, default="ema", show_default=True,
-              help=WEIGHTS_HELP)
+@weights_option
 @click.option("--interpolate", type=int, default=None, metavar="K",
               help="Write a latent interpolation grid (K slerp steps per row) to --out (.png) and a GIF beside it.")
 @click.option("--rows", type=int, default=4, show_default=True, help="With --interpolate: rows (pairs of seeds).")
@@ -178,8 +172,7 @@ def sample(run_dir: Path, n: int, out: Path, seed: int, labels: str | None,
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="A folder (one PNG per input, same names), a .png grid or a .npy file.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of any randomness (pix2pix's dropout).")
-@click.option("--weights", type=WEIGHT_CHOICES, default="ema", show_default=True,
-              help=WEIGHTS_HELP)
+@weights_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--direction", type=click.Choice(["AB", "BA"]), default=None,
               help="AB: domain A -> B (the default); BA: B -> A, for two-way models (CycleGAN).")
@@ -242,7 +235,8 @@ def datasets(name: str | None, to: Path | None, n: int | None, split: str) -> No
         return
     t = Table("dataset", "kind", "description")
     for e in DATASETS:
-        t.add_row(e.name, e.meta.get("kind", ""), e.description)
+        if e.meta.get("listed", True):  # variants (mnist-anomaly-K) are named by their family
+            t.add_row(e.name, e.meta.get("kind", ""), e.description)
     _console().print(t)
     _console().print("Also: a folder of images or a .zip of one (class sub-folders become "
                      "labels); a folder written by gankit prepare (uint8 shards); paired:DIR "
@@ -251,15 +245,22 @@ def datasets(name: str | None, to: Path | None, n: int | None, split: str) -> No
 
 
 @cli.command()
-def models() -> None:
+@click.option("--markdown", is_flag=True, help="Print a Markdown table (as in the README).")
+def models(markdown: bool) -> None:
     """List the registered models with what a trained one can do."""
     from rich.table import Table
 
     from .models import MODELS
 
+    rows = [(e.name, ", ".join(sorted(e.obj.capabilities)), e.description) for e in MODELS]
+    if markdown:
+        click.echo("| model | can | what |\n|---|---|---|")
+        for name, can, what in rows:
+            click.echo(f"| `{name}` | {can} | {what} |")
+        return
     t = Table("model", "can", "description")
-    for e in MODELS:
-        t.add_row(e.name, ", ".join(sorted(e.obj.capabilities)), e.description)
+    for row in rows:
+        t.add_row(*row)
     _console().print(t)
 
 
@@ -322,8 +323,7 @@ def _parse_list(text: str | None) -> list[str] | None:
 @click.option("--fake", type=str, default=None, help="With --real: image folder or .npy/.npz of samples.")
 @click.option("--image-size", type=int, default=None, help="Resize both sets (with --real/--fake).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Where to write eval.json.")
-@click.option("--weights", type=WEIGHT_CHOICES, default="ema", show_default=True,
-              help=WEIGHTS_HELP)
+@weights_option
 def eval_cmd(run_dir: Path | None, metrics: str | None, n: int, features: str | None,
              inception_weights: Path | None, split: str, seed: int, real: str | None,
              fake: str | None, image_size: int | None, out: Path | None, weights: str) -> None:

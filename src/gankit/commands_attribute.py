@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 import torch
 
+from .options import weights_option
+
 __all__ = ["attribute", "displayable", "register"]
 
 
@@ -27,10 +29,7 @@ def displayable(maps: torch.Tensor) -> torch.Tensor:
                    "raw maps. PNG maps are scaled per map by their largest absolute value "
                    "(0 is mid-grey).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of any randomness.")
-@click.option("--weights", type=click.Choice(["ema", "raw", "last", "best"]), default="ema",
-              show_default=True,
-              help="ema (= last): the latest checkpoint's weights (EMA copies where kept), raw: "
-                   "its trained weights, best: those kept by --eval-every.")
+@weights_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 def attribute(run_dir: Path, input_: Path, out: Path, seed: int, weights: str,
               batch_size: int) -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from .options import weights_option
+
 __all__ = ["register", "score", "write_maps"]
 
 
@@ -38,8 +40,7 @@ def write_maps(maps, out: Path, names: list[str]) -> None:  # type: ignore[no-un
 @click.option("--kappa", type=float, default=None,
               help="Weight of the feature residual in the score (default: the model's, 1 for "
                    "f-AnoGAN's izi_f score; 0: the image residual alone).")
-@click.option("--weights", type=click.Choice(["ema", "raw", "last", "best"]), default="ema",
-              show_default=True, help="Which checkpointed weights to use.")
+@weights_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 def score(run_dir: Path, input_: Path, out: Path | None, maps: Path | None,
           kappa: float | None, weights: str, batch_size: int) -> None:

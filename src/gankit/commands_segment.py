@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, DataError
+from .options import weights_option
 
 
 def read_volumes(path: Path, info: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:
@@ -134,8 +135,7 @@ def segment_inputs(run_dir: Path, input_: Path, out: Path, *, mc: int = 0, seed:
                    "variance map is written; 0: one deterministic pass.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the dropout masks with --mc.")
-@click.option("--weights", type=click.Choice(["ema", "raw", "last", "best"]), default="ema",
-              show_default=True, help="Which checkpoint's weights (as gankit translate).")
+@weights_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 def segment(run_dir: Path, input_: Path, out: Path, mc: int, seed: int, weights: str,
             batch_size: int) -> None:

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from .options import weights_option
+
 __all__ = ["export", "register", "write_interpolation_cli"]
 
 
@@ -15,10 +17,7 @@ __all__ = ["export", "register", "write_interpolation_cli"]
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="The export folder (must not exist, or be empty).")
-@click.option("--weights", type=click.Choice(["ema", "raw", "last", "best", "G_ema", "G"]),
-              default="ema", show_default=True,
-              help="ema (= last): the latest checkpoint's sampling weights (EMA copies where "
-                   "kept), raw: its trained weights, best: those kept by --eval-every.")
+@weights_option
 @click.option("--onnx", "with_onnx", is_flag=True,
               help="Also write model.onnx of the sampling network, checked with ONNX Runtime.")
 @click.option("--seed", type=int, default=0, show_default=True,

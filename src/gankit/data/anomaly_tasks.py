@@ -72,17 +72,18 @@ def mnist_anomaly(digit: int = 0) -> Dataset:
                          "anomaly_test": y_test.bool()})
 
 
-def _register_mnist(name: str, digit: int) -> None:
+def _register_mnist(name: str, digit: int, listed: bool) -> None:
+    more = "; mnist-anomaly-K holds digit K out" if listed else ""
     DATASETS.register(name, lambda **_: mnist_anomaly(digit),
                       description=f"MNIST-5k at 32x32, digit {digit} held out as the anomaly: "
                                   f"train on the 9 other digits, test on all 1,000 (Schlegl et "
-                                  f"al. 2019 setting)",
-                      meta={**_META, "features": "lenet-mnist"})
+                                  f"al. 2019 setting){more}",
+                      meta={**_META, "features": "lenet-mnist", "listed": listed})
 
 
-_register_mnist("mnist-anomaly", 0)
-for _d in range(10):
-    _register_mnist(f"mnist-anomaly-{_d}", _d)
+_register_mnist("mnist-anomaly", 0, True)
+for _d in range(10):  # one per held-out digit; `gankit datasets` lists only mnist-anomaly
+    _register_mnist(f"mnist-anomaly-{_d}", _d, False)
 
 
 def _phantom_set(n: int, seed: int, lesions: bool, size: int = PHANTOM_SIZE
