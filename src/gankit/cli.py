@@ -127,6 +127,20 @@ def resume(run_dir: Path, steps: int | None, data: str | None, progress: bool,
     _done(run)
 
 
+def _sample_options(items: tuple[str, ...]) -> dict:
+    """``("steps=50", ...)`` -> ``{"steps": 50}`` (values parsed as in ``--set``)."""
+    from .config import parse_value
+    from .errors import ConfigError
+
+    out = {}
+    for item in items:
+        key, eq, val = item.partition("=")
+        if not eq or not key.strip().isidentifier():
+            raise ConfigError(f"--option expects KEY=VALUE with a plain key, got '{item}'")
+        out[key.strip()] = parse_value(val)
+    return out
+
+
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--n", "n", type=click.IntRange(min=1), default=64, show_default=True)
@@ -139,8 +153,12 @@ def resume(run_dir: Path, steps: int | None, data: str | None, progress: bool,
 @click.option("--interpolate", type=int, default=None, metavar="K",
               help="Write a latent interpolation grid (K slerp steps per row) to --out (.png) and a GIF beside it.")
 @click.option("--rows", type=int, default=4, show_default=True, help="With --interpolate: rows (pairs of seeds).")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="A sampling option of the model (repeatable), e.g. a diffusion model's "
+                   "steps=50; the model refuses options it does not have.")
 def sample(run_dir: Path, n: int, out: Path, seed: int, labels: str | None,
-           truncation: float | None, weights: str, interpolate: int | None, rows: int) -> None:
+           truncation: float | None, weights: str, interpolate: int | None, rows: int,
+           options: tuple[str, ...]) -> None:
     """Draw N samples from RUN_DIR's model (RUN_DIR may be a `gankit export` folder)."""
     from .api import load
     from .errors import ConfigError
@@ -161,6 +179,7 @@ def sample(run_dir: Path, n: int, out: Path, seed: int, labels: str | None,
         write_interpolation_cli(g, out, interpolate, rows, seed, lab)
         return
     opts = {"truncation": truncation} if truncation is not None else {}
+    opts |= _sample_options(options)
     x = g.sample(n, seed=seed, labels=lab, **opts)
     write_output(x, out, n)
 

@@ -331,6 +331,14 @@ class ModelFamily(nn.Module, metaclass=abc.ABCMeta):
 
     def log_prob(self, x: Tensor, *, generator: torch.Generator | None = None,
                  **options: Any) -> Tensor:
+        """Log-likelihoods ``[N]`` in nats per example, of the space :meth:`likelihood` names
+        (:mod:`gankit.likelihood`)."""
+        return self._lacks("log_prob")
+
+    def likelihood(self) -> dict[str, str]:
+        """What :meth:`log_prob` measures: ``{"space": binary | dequantized | continuous,
+        "kind": exact | lower-bound | estimate}`` (:mod:`gankit.likelihood`); families with
+        ``log_prob`` override it."""
         return self._lacks("log_prob")
 
     def encode(self, x: Tensor, *, generator: torch.Generator | None = None,

@@ -56,6 +56,12 @@ from torch import Tensor, nn
 from ..data.sizes import ANY_SIZE, STAGED, ImageSizes
 from ..errors import ConfigError
 from ..games.phase import Phase, StepContext
+from ..likelihood import (
+    EVAL_BINARIZATION_SEED,
+    dequantize,
+    dynamic_binarize,
+    fixed_binarize,
+)
 from ..nn import conv_stages, downsampling_trunk, mlp, prod
 from ..registry import MODELS
 from .base import ModelFamily, ParamGroup, Params
@@ -63,8 +69,6 @@ from .base import ModelFamily, ParamGroup, Params
 __all__ = ["EVAL_BINARIZATION_SEED", "VAE", "bernoulli_log_lik", "gaussian_kl",
            "gaussian_log_lik", "log_normal"]
 
-#: Seed of the fixed threshold field of the evaluation binarisation (module docstring).
-EVAL_BINARIZATION_SEED = 0
 #: Decoder rows per chunk of the importance-weighted bound: k samples x batch images are decoded
 #: this many at a time (the MLP decoder's 784 logits: ~50 MB per chunk in float32).
 IW_CHUNK_ROWS = 16384
@@ -244,7 +248,6 @@ class VAE(ModelFamily):
             self.E = ConvEncoder(c, r, p.latent_dim, p.width, p.max_width)
             body = ConvDecoderBody(c, r, p.latent_dim, p.width, p.max_width)
         self.dec = Decoder(body, shape, p.sigma if self.decoder == "gaussian" else None)
-        self._thresholds: Tensor | None = None
 
     @classmethod
     def validate_config(cls, cfg: Any) -> None:
@@ -291,9 +294,9 @@ class VAE(ModelFamily):
         """What the decoder models during training: a dynamic binarisation (Bernoulli), a
         dequantisation (Gaussian images) or the data itself (points)."""
         if self.decoder == "bernoulli":
-            return torch.bernoulli(((x + 1) / 2).clamp(0, 1), generator=generator)
+            return dynamic_binarize(x, generator)
         if self.is_image:
-            return self.dequantize(x, generator)
+            return dequantize(x, generator)
         return x
 
     def eval_target(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -302,25 +305,20 @@ class VAE(ModelFamily):
         if self.decoder == "bernoulli":
             return self.binarize(x)
         if self.is_image:
-            return self.dequantize(x, generator)
+            return dequantize(x, generator)
         return x
 
     def binarize(self, x: Tensor) -> Tensor:
-        """The fixed evaluation binarisation of images ``x`` in [-1, 1]: pixel i is 1 when
-        (x_i + 1) / 2 > u_i, u ~ U[0, 1)^(C x H x W) from ``EVAL_BINARIZATION_SEED``."""
-        u = self._thresholds
-        if u is None:
-            g = torch.Generator().manual_seed(EVAL_BINARIZATION_SEED)
-            u = self._thresholds = torch.rand(self.sample_shape, generator=g)
-        return ((x + 1) / 2 > u.to(x.device)).to(x.dtype)
+        """The fixed evaluation binarisation of images ``x`` in [-1, 1], shared by every binary
+        model (:func:`gankit.likelihood.fixed_binarize`)."""
+        return fixed_binarize(x)
 
-    @staticmethod
-    def dequantize(x: Tensor, generator: torch.Generator | None) -> Tensor:
-        """Images in [-1, 1] -> y = (k + u) / 256 in [0, 1), k = the 8-bit grey level (rounded),
-        u ~ U[0, 1) from ``generator``."""
-        k = ((x + 1) * 127.5).round().clamp(0, 255)
-        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return (k + u) / 256
+    def likelihood(self) -> dict[str, str]:
+        """Bernoulli: of the fixed binarisation; Gaussian: a density of dequantised images
+        or of points; always a lower bound (ELBO / IWAE)."""
+        space = ("binary" if self.decoder == "bernoulli" else
+                 "dequantized" if self.is_image else "continuous")
+        return {"space": space, "kind": "lower-bound"}
 
     def encoder_input(self, t: Tensor) -> Tensor:
         """The encoder sees targets in [0, 1] rescaled to [-1, 1] (centred); points as they are."""
