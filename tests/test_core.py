@@ -321,6 +321,14 @@ def test_cli_sample_and_listings(tiny_images, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["sample", str(run.run_dir), "--labels", "x"])
     assert e.value.code == 2
+    # --option KEY=VALUE reaches the model's sample(); options it lacks are one-line errors
+    main(["sample", str(run.run_dir), "--n", "5", "--out", str(npy), "--option", "truncation=0.5"])
+    assert np.load(npy).shape == (5, 1, 16, 16)
+    capsys.readouterr()
+    for bad, says in ((["steps=5"], "no sampling option(s) steps"), (["5"], "KEY=VALUE")):
+        with pytest.raises(SystemExit) as e:
+            main(["sample", str(run.run_dir), "--out", str(npy), "--option", *bad])
+        assert e.value.code == 2 and says in capsys.readouterr().err
     for cmd in (["models"], ["datasets"], ["losses"]):
         main(cmd)
     out = capsys.readouterr().out

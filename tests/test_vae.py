@@ -14,6 +14,7 @@ import gankit
 from gankit.cli import main
 from gankit.config import resolve_config
 from gankit.errors import ConfigError
+from gankit.likelihood import bits_per_dim, dequantize
 from gankit.models import vae as V
 from gankit.models.base import CapabilityError
 
@@ -207,7 +208,7 @@ def test_dynamic_training_and_fixed_evaluation_binarisation(tiny_images):
 
 def test_dequantisation_stays_in_each_grey_levels_bin():
     levels = torch.arange(256.0).view(1, 1, 16, 16)
-    y = V.VAE.dequantize(levels / 127.5 - 1, torch.Generator().manual_seed(0))
+    y = dequantize(levels / 127.5 - 1, torch.Generator().manual_seed(0))
     assert torch.equal((y * 256).floor(), levels)
     assert y.min() >= 0 and y.max() < 1
 
@@ -300,3 +301,23 @@ def test_conv_architecture_and_gaussian_images(tiny_images):
         torch.testing.assert_close(levels, levels.round(), rtol=0, atol=1e-4)
         lp = model.log_prob(x, generator=torch.Generator().manual_seed(0), k=3)
     assert lp.shape == (3,) and torch.isfinite(lp).all()
+
+
+def test_bits_per_dim_converts_each_likelihood_space():
+    import math
+
+    d = 784
+    # a binary model putting probability 1/2 on every pixel: exactly 1 bit per dimension
+    assert bits_per_dim(torch.full((3,), d * math.log(0.5)), d, "binary") == pytest.approx(1.0)
+    # a uniform density on [0, 1]^D (log p = 0) of dequantised 8-bit data: 8 bits per dimension
+    assert bits_per_dim(torch.zeros(3), d, "dequantized") == pytest.approx(8.0)
+    assert math.isnan(bits_per_dim(torch.zeros(3), 2, "continuous"))
+    with pytest.raises(ConfigError, match="unknown likelihood space"):
+        bits_per_dim(torch.zeros(3), 2, "bits")
+
+
+def test_the_vae_declares_what_its_log_prob_measures(tiny_images, tiny_points):
+    for decoder, space in (("bernoulli", "binary"), ("gaussian", "dequantized")):
+        assert build(tiny_images, decoder=decoder).likelihood() == {"space": space,
+                                                                    "kind": "lower-bound"}
+    assert build(tiny_points).likelihood()["space"] == "continuous"
