@@ -21,6 +21,7 @@ leaves nothing that looks complete.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import shutil
@@ -331,6 +332,23 @@ def _onnx_inputs(model: ModelFamily, n: int, seed: int
     raise CapabilityError(f"model '{model.name}' has no sampling network to export to ONNX")
 
 
+def _baked(model: ModelFamily) -> ModelFamily:
+    """A copy of ``model`` (in eval mode) whose parametrised weights (spectral norm in a
+    generator, as SAGAN's) are plain tensors: the file stores the normalised weights, not the
+    power iteration (whose ``vdot`` ONNX lacks). In eval mode spectral norm does not update its
+    vectors, so these are the weights every forward would use; ``model`` is not changed."""
+    from torch.nn.utils import parametrize
+
+    if not any(parametrize.is_parametrized(m) for m in model.modules()):
+        return model
+    plain = copy.deepcopy(model)
+    for m in list(plain.modules()):
+        if parametrize.is_parametrized(m):
+            for name in list(m.parametrizations):
+                parametrize.remove_parametrizations(m, name, leave_parametrized=True)
+    return plain
+
+
 def export_onnx(trained: Any, path: str | Path, *, seed: int = 0, batch: int = 4,
                 opset: int = 17) -> dict[str, Any]:
     """Write the sampling network of ``trained`` to ``path`` as ONNX and check it.
@@ -354,13 +372,13 @@ def export_onnx(trained: Any, path: str | Path, *, seed: int = 0, batch: int = 4
 
     model: ModelFamily = trained.model
     mode, inputs, names = _onnx_inputs(model, batch, seed)
-    # eval mode on the wrapper too: the exporter restores the wrapper's mode on every submodule
-    # afterwards, which would leave batch norm in training mode
-    wrapper = _Sampler(model, mode).eval()
     _, inputs2, _ = _onnx_inputs(model, batch + 3, seed + 1)  # another size: a dynamic batch
     path = Path(path)
     dyn = {k: {0: "batch"} for k in [*names, "output"]}
     with model.substituted(trained.nets), model.evaluating(), torch.no_grad():
+        # eval mode on the wrapper too: the exporter restores the wrapper's mode on every
+        # submodule afterwards, which would leave batch norm in training mode
+        wrapper = _Sampler(_baked(model), mode).eval()
         checks = [(inputs, wrapper(*inputs).float()), (inputs2, wrapper(*inputs2).float())]
         fixed = None
         try:

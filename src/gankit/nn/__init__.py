@@ -7,14 +7,18 @@ import math
 from torch import Tensor, nn
 
 
-def spectral_norm_all(module: nn.Module) -> nn.Module:
-    """Spectral normalisation (Miyato et al. 2018) on every conv/linear weight of ``module``.
+def spectral_norm_all(module: nn.Module, exclude: tuple[type, ...] = ()) -> nn.Module:
+    """Spectral normalisation (Miyato et al. 2018) on every conv/linear weight of ``module``,
+    except inside submodules of the ``exclude`` types (e.g. conditional batch norm's gain and
+    bias maps, which start at zero).
 
     Uses ``torch.nn.utils.parametrizations.spectral_norm`` (one power iteration per forward in
     training mode); the power-iteration vectors are buffers, so they are checkpointed.
     """
+    skip = {id(m) for ex in module.modules() if exclude and isinstance(ex, exclude)
+            for m in ex.modules()}
     for m in list(module.modules()):
-        if isinstance(m, (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)):
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)) and id(m) not in skip:
             nn.utils.parametrizations.spectral_norm(m)
     return module
 
