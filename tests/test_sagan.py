@@ -12,7 +12,7 @@ from test_resume_ddp import assert_identical, final_weights, killed_and_resumed,
 import gankit
 from gankit.config import resolve_config
 from gankit.errors import ConfigError
-from gankit.models.sagan import SAGAN, SAGANDiscriminator, _sizes
+from gankit.models.sagan import SAGAN, SAGANDiscriminator, attention_sizes
 from gankit.nn.attention import SelfAttention2d
 from gankit.nn.cbn import ConditionalBatchNorm2d
 
@@ -106,7 +106,7 @@ def test_unlabelled_data_gives_an_unconditional_model_and_sizes_are_checked():
     m = _build(Dataset("unlabelled", make_tiny_images().x))
     assert not m.conditional and m.D.embed is None
     assert m.sample(3).shape == (3, 1, 16, 16)
-    assert _sizes(32) == [8, 16] and _sizes(28) == [14] and _sizes(8) == []
+    assert attention_sizes(32) == [8, 16] and attention_sizes(28) == [14] and attention_sizes(8) == []
     with pytest.raises(ConfigError, match="attn_res=4 is not a feature-map size"):
         _build(make_tiny_images(), attn_res=4)
 

@@ -165,7 +165,7 @@ class SAGAN(GANFamily):
     @classmethod
     def valid_image_sizes(cls, cfg: Any) -> ImageSizes:
         """Strided residual stages (as SNGAN's) with a map both networks attend at: 16 px up."""
-        return SIZES
+        return ATTENTION_SIZES
 
     def __init__(self, cfg: Any, info: dict[str, Any]) -> None:
         super().__init__(cfg, info)
@@ -174,10 +174,10 @@ class SAGAN(GANFamily):
             raise ConfigError(f"sagan's convolutional networks need images; '{info['name']}' "
                               f"holds points")
         c, r = self.sample_shape[0], self.sample_shape[-1]
-        if not _sizes(r):
+        if not attention_sizes(r):
             raise ConfigError(f"sagan attends at a feature-map size shared by G and D, which "
                               f"{r} px images lack; use 16 px or more (data.image_size)")
-        attn = p.attn_res if p.attn_res is not None else _sizes(r)[-1]
+        attn = p.attn_res if p.attn_res is not None else attention_sizes(r)[-1]
         k = self.num_classes if self.conditional else 0
         self.latent_dim = p.latent_dim
         self.G = SAGANGenerator(p.latent_dim, c, r, p.g_width, k, attn)
@@ -185,7 +185,7 @@ class SAGAN(GANFamily):
         if self.G.attn is None or self.D.attn is None:
             raise ConfigError(f"model.attn_res={attn} is not a feature-map size of sagan's "
                               f"networks at {r} px; choose one of "
-                              f"{_sizes(r)}")
+                              f"{attention_sizes(r)}")
         spectral_norm_all(self.G, exclude=(ConditionalBatchNorm2d,))
         spectral_norm_all(self.D)
 
@@ -201,16 +201,16 @@ class SAGAN(GANFamily):
 
 def _attends(r: int) -> bool:
     try:
-        return STAGED.accepts(r) and bool(_sizes(r))
+        return STAGED.accepts(r) and bool(attention_sizes(r))
     except ValueError:
         return False
 
 
-SIZES = ImageSizes(_attends, "square images of an even size >= 16 (e.g. 32, 64, 128)",
+ATTENTION_SIZES = ImageSizes(_attends, "square images of an even size >= 16 (e.g. 32, 64, 128)",
                    STAGED.preferred)
 
 
-def _sizes(r: int) -> list[int]:
+def attention_sizes(r: int) -> list[int]:
     """The feature-map sides at which both sagan networks can attend at output size ``r``: G's
     maps before each up-sampling block, D's maps after its down-sampling blocks."""
     k, s0 = conv_stages(r)
