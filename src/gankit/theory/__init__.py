@@ -35,7 +35,7 @@ EXPERIMENTS: Registry[Callable[[], Outcome]] = Registry("theory experiment")
 
 # The experiment modules register themselves into EXPERIMENTS on import, so they must be imported
 # after it exists.
-from . import discriminators, divergences, earth_mover, kl, saturation  # noqa: F401
+from . import discriminators, divergences, earth_mover, kl, mixtures, sampling, saturation  # noqa: F401
 
 __all__ = ["EXPERIMENTS", "Outcome", "names", "run"]
 
