@@ -264,3 +264,87 @@ def test_bad_calls_are_one_line_errors(pixel_run, pca_run):
     fresh = type(m)(m.cfg, m.info)
     with pytest.raises(ConfigError, match="not fitted"):
         fresh.log_prob(torch.zeros(2, 1, 16, 16))
+
+
+# --- the theory lab: Box 2's intensity fit and the sampling lab -----------------------------------
+def test_four_component_fit_recovers_the_tissue_intensities():
+    from gankit.data.phantoms import CONTRASTS
+    from gankit.theory.mixtures import fit_intensities, mr_voxels
+
+    img, labs, body = mr_voxels(n=3, size=64)
+    fit = fit_intensities(img[body].astype(np.float64), 4)
+    truth = sorted(CONTRASTS["mr"][t] for t in set(labs[body].tolist()))
+    assert len(truth) == 4
+    np.testing.assert_allclose(fit["means"], truth, atol=0.005)
+    np.testing.assert_allclose(fit["sds"], 0.03, atol=0.004)  # the phantom's noise
+    lab = labs[body]
+    frac = sorted((np.mean(lab == t), CONTRASTS["mr"][t]) for t in set(lab.tolist()))
+    by_mean = [f for f, _ in sorted(frac, key=lambda p: p[1])]  # tissue fractions by intensity
+    np.testing.assert_allclose(fit["weights"], by_mean, atol=0.01)
+
+
+def test_gmm_intensities_experiment(tmp_path):
+    from gankit import theory
+
+    r = theory.run("gmm-intensities", tmp_path)
+    n = r["numbers"]
+    assert n["max_abs_mean_error"] < 0.005 and n["voxel_classification_accuracy"] > 0.98
+    np.testing.assert_allclose(n["fitted_weights"], n["true_fractions"], atol=0.01)
+    assert abs(n["neighbour_correlation_voxelwise_sample"]) < 0.05
+    assert n["neighbour_correlation_phantom"] > 0.8
+    assert (tmp_path / "gmm-intensities.png").stat().st_size > 10000
+    assert "seed" not in r["explanation"].lower()
+
+
+def test_samplers_pass_ks_and_a_too_small_envelope_is_detected():
+    from gankit.theory import sampling as S
+
+    rng = np.random.default_rng(1)
+    assert S.ks(S.inverse_cdf_sample(5000, rng))["ks_p_value"] > 0.01
+    M, x_star = S.envelope_constant()
+    # M = sup p/q against a brute-force grid, reached near the larger mode
+    grid = np.linspace(-10, 10, 2_000_001)
+    assert M == pytest.approx(np.max(S.target_pdf(grid) / S.proposal_pdf(grid)), rel=1e-9)
+    assert M >= np.max(S.target_pdf(grid) / S.proposal_pdf(grid))
+    assert S.target_pdf(x_star) / S.proposal_pdf(x_star) == pytest.approx(M, rel=1e-12)
+    draws, rate, worst = S.rejection_sample(5000, rng, M)
+    assert S.ks(draws)["ks_p_value"] > 0.01 and worst <= 1 + 1e-9
+    assert rate == pytest.approx(1 / M, abs=0.015)  # acceptance rate 1/M
+    bad, bad_rate, bad_worst = S.rejection_sample(5000, rng, M / 2)
+    assert bad_worst > 1 and S.ks(bad)["ks_p_value"] < 1e-6 and bad_rate > rate
+    chain, acc = S.metropolis_hastings(20000, rng)
+    kept = chain[1000:]
+    ess = S.effective_sample_size(kept)
+    assert 0.2 < acc < 0.9 and 500 < ess < len(kept)
+    assert S.ks(kept[::math.ceil(len(kept) / ess)])["ks_p_value"] > 0.01
+
+
+def test_effective_sample_size_of_an_ar1_chain():
+    # x_t = rho x_{t-1} + e_t has integrated autocorrelation time (1 + rho) / (1 - rho)
+    rng = np.random.default_rng(0)
+    n, rho = 200000, 0.8
+    e = rng.standard_normal(n)
+    x = np.empty(n)
+    x[0] = e[0]
+    for t in range(1, n):
+        x[t] = rho * x[t - 1] + e[t]
+    assert S_ess(x) == pytest.approx(n * (1 - rho) / (1 + rho), rel=0.1)
+    assert S_ess(rng.standard_normal(n)) == pytest.approx(n, rel=0.05)
+
+
+def S_ess(x):
+    from gankit.theory.sampling import effective_sample_size
+
+    return effective_sample_size(x)
+
+
+def test_sampling_experiment(tmp_path):
+    from gankit import theory
+
+    r = theory.run("sampling", tmp_path)
+    n = r["numbers"]
+    for k in ("inverse_cdf", "rejection", "metropolis_hastings"):
+        assert n[k]["passes"] and n[k]["ks_p_value"] > 0.01, k
+    assert not n["rejection_wrong_envelope"]["passes"]
+    assert n["rejection_wrong_envelope"]["envelope_violated"]
+    assert n["rejection"]["M"] > 1 and "M = sup p/q" in r["explanation"]

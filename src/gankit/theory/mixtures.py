@@ -129,14 +129,14 @@ def gmm_intensities_experiment() -> Outcome:
             f"{100 * accuracy:.1f}% of them correctly. Drawn voxel by voxel, the same mixture "
             f"gives an image whose neighbouring voxels are uncorrelated "
             f"({numbers['neighbour_correlation_voxelwise_sample']:.3f}, against "
-            f"{numbers['neighbour_correlation_phantom']:.3f} in the phantom): noise, as the seed "
+            f"{numbers['neighbour_correlation_phantom']:.3f} in the phantom): noise, as the chapter "
             "argues, because the mixture models intensities, not anatomy."
         ),
         reference=("Wenzel (2023) §2.1.2 Box 2 'Expectation Maximisation - Example', Fig. 6, and "
                    "§2.1.3; Dempster, Laird & Rubin 1977 (EM)."),
         assumptions=[
             ("No brain MRI template is installed, so a phantom with known tissues replaces it: "
-            f"{N_PHANTOMS} phantoms of {SIZE}x{SIZE} (seed {SEED}), T1-like MR contrast of "
+            f"{N_PHANTOMS} phantoms of {SIZE}x{SIZE} (random seed {SEED}), T1-like MR contrast of "
             "gankit.data.phantoms, Gaussian noise sd 0.03 clipped to [0, 1]."),
             ("The histogram is of the voxels inside the body (as a brain mask would select); the "
             "background would add a fifth bump at 0."),

@@ -246,8 +246,8 @@ def sampling_experiment() -> Outcome:
             ("Target 0.3 N(-2, 0.5^2) + 0.7 N(1.5, 1); proposal N(0, 9) for rejection; random-walk "
             f"step N(0, {MH_STEP_SD:g}^2) from x0 = 0 with {MH_BURN_IN} burn-in states."),
             (f"{N_DRAWS} draws per independent sampler, {MH_STEPS} Metropolis-Hastings steps, "
-            f"numpy seed 0; a KS p-value above {ALPHA} counts as a pass."),
-            ("The seed's uniform-box acceptance test (accept x when f(x) > y) is rejection "
+            f"numpy random seed 0; a KS p-value above {ALPHA} counts as a pass."),
+            ("The chapter's uniform-box acceptance test (accept x when f(x) > y) is rejection "
             "sampling with a uniform proposal on a bounded interval and M = (b - a) max f; the "
             "Gaussian proposal covers the unbounded support."),
         ],
