@@ -73,6 +73,20 @@ def neighbour_correlation(x: torch.Tensor) -> float:
     return float(r.mean())
 
 
+def encode_grid(x: torch.Tensor) -> dict[str, Any]:
+    """Images in [-1, 1] as 8-bit grey levels, base64 of the raw bytes (compact JSON)."""
+    import base64
+
+    a = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    return {"shape": list(a.shape), "uint8_b64": base64.b64encode(a.tobytes()).decode()}
+
+
+def decode_grid(g: dict[str, Any]) -> np.ndarray:
+    import base64
+
+    return np.frombuffer(base64.b64decode(g["uint8_b64"]), np.uint8).reshape(g["shape"])
+
+
 def bits_per_dim_of(g: Any, x: torch.Tensor) -> float:
     from gankit.likelihood import bits_per_dim
 
@@ -131,8 +145,7 @@ def measure(settings: dict[str, Any]) -> dict[str, Any]:
         out["models"][label] = rec
         print(f"{label}: FID {rec['fid']:.2f}, corr {rec['neighbour_correlation']:.3f}, "
               f"test {rec['test_bpd']:.3f} bits/dim", flush=True)
-    out["grids"] = {k: ((v + 1) * 127.5).round().to(torch.uint8).numpy().tolist()
-                    for k, v in grids.items()}
+    out["grids"] = {k: encode_grid(v) for k, v in grids.items()}
     return out
 
 
@@ -206,7 +219,7 @@ def render(res: dict[str, Any], out_dir: Path) -> None:
     grids = res["results"]["grids"]
     fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.6))
     for ax, (k, g) in zip(axes, grids.items()):
-        a = np.asarray(g, np.uint8)[:, 0]  # [36, H, W]
+        a = decode_grid(g)[:, 0]  # [36, H, W]
         h, w = a.shape[1:]
         tile = a.reshape(6, 6, h, w).transpose(0, 2, 1, 3).reshape(6 * h, 6 * w)
         ax.imshow(tile, cmap="gray", vmin=0, vmax=255)
