@@ -229,7 +229,7 @@ def render(res: dict[str, Any], out_dir: Path) -> None:
         ax.set_title(f"{k}{extra}", fontsize=9)
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(out_dir / "gmm.png", dpi=100)
+    fig.savefig(out_dir / "gmm.png", dpi=100, bbox_inches="tight")
 
 
 def main() -> None:

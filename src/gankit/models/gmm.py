@@ -252,7 +252,11 @@ class GMM(ModelFamily):
         """The whole training split in the model's data space (dequantised once from
         ``train.seed`` for images), float64 on the CPU, cached."""
         if self._train_y is None:
-            x = ctx.tr.source.tensors()["x"].detach().to("cpu", torch.float64)
+            x = ctx.tr.source.tensors()["x"]
+            if not isinstance(x, Tensor):
+                raise ConfigError("model 'gmm' fits EM on the whole training split in memory; "
+                                  "streamed data cannot be used (set data.stream=false).")
+            x = x.detach().to("cpu", torch.float64)
             if self.is_image:
                 g = torch.Generator().manual_seed(self.cfg.train.seed + DEQUANT_SEED_OFFSET)
                 x = dequantize(x, g)
