@@ -101,7 +101,8 @@ class GMMParams(Params):
 
 @MODELS.register("gmm", description="Gaussian mixture fitted by EM (Dempster, Laird & Rubin "
                                     "1977) with scikit-learn: per pixel, over PCA-whitened "
-                                    "images, or on points; exact log-likelihood")
+                                    "images, or on points; exact likelihood of dequantised "
+                                    "images (Theis et al. 2016)")
 class GMM(ModelFamily):
     """A Gaussian mixture fitted by scikit-learn's EM, one iteration per training step (see the
     module docstring); no networks, its parameters are float64 buffers."""
