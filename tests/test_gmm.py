@@ -348,3 +348,13 @@ def test_sampling_experiment(tmp_path):
     assert not n["rejection_wrong_envelope"]["passes"]
     assert n["rejection_wrong_envelope"]["envelope_violated"]
     assert n["rejection"]["M"] > 1 and "M = sup p/q" in r["explanation"]
+
+
+def test_onnx_export_is_a_one_line_refusal(pca_run, tmp_path):
+    # a mixture samples with no network (component choice, Cholesky factors): nothing to export
+    from gankit.export import export_onnx
+    from gankit.models.base import CapabilityError
+
+    with pytest.raises(CapabilityError, match="no sampling network") as e:
+        export_onnx(pca_run.generator, tmp_path / "g.onnx")
+    assert "\n" not in str(e.value)
