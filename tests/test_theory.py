@@ -23,10 +23,12 @@ from gankit.errors import ConfigError
 ALL = [
     "earth-mover",
     "gan-vs-wgan-gradient",
+    "gmm-intensities",
     "js-saturation",
     "kl-discrete",
     "kl-gaussian",
     "optimal-discriminator",
+    "sampling",
     "saturating-gradients",
 ]
 

@@ -333,6 +333,8 @@ class Doctor(Callback):
         vals = [tr.stats[k] / tr.counts[k] for k in keys]
         params = [p for net in tr.nets.values() for p in net.parameters()]
         norms = torch._foreach_norm(params) if params else []
+        if not vals and not norms:  # nothing pending and no parameters (a model fitted by EM)
+            return None
         allv = torch.stack([v.reshape(()).float() for v in [*vals, *norms]])
         if bool(torch.isfinite(allv).all()):
             return None

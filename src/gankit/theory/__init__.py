@@ -16,6 +16,10 @@ Experiments (seed = the source documents in ``seeds/``):
 - ``earth-mover``: the shovelled piles of 000 §3.6.1 Figure 15, D_W = 7, by linear programming.
 - ``optimal-discriminator``: D*(x) = p_data / (p_data + p_g) (000 §3.4 Eq. 6; Goodfellow et al.
   2014 Prop. 1) recovered by training.
+- ``gmm-intensities``: a four-component GMM fitted by EM to an MR phantom's intensity histogram
+  recovers its tissue classes; drawn voxel by voxel it is noise (000 §2.1.2 Box 2, Fig. 6).
+- ``sampling``: inverse-CDF, rejection (with the envelope constant M = sup p/q) and
+  Metropolis-Hastings sampling of a 1-D mixture, each KS-tested (000 §2.1.4).
 - ``saturating-gradients``: log(1 - D(G(z))) vs -log D(G(z)) (000 §3.4; Goodfellow et al. 2014 §3).
 """
 
@@ -35,7 +39,7 @@ EXPERIMENTS: Registry[Callable[[], Outcome]] = Registry("theory experiment")
 
 # The experiment modules register themselves into EXPERIMENTS on import, so they must be imported
 # after it exists.
-from . import discriminators, divergences, earth_mover, kl, saturation  # noqa: F401
+from . import discriminators, divergences, earth_mover, kl, mixtures, sampling, saturation  # noqa: F401
 
 __all__ = ["EXPERIMENTS", "Outcome", "names", "run"]
 
