@@ -479,7 +479,7 @@ def _one_line(text: object) -> str:
 # Commands that live in modules of their own, one per area.
 from .commands_attribute import register as _register_attribute  # attribute
 from .commands_data import register as _register_data  # prepare
-from .commands_latent import register as _register_latent  # truncation
+from .commands_latent import register as _register_latent  # truncation, invert
 from .commands_score import register as _register_score  # score
 from .commands_segment import register as _register_segment  # segment
 from .commands_share import register as _register_share  # export
