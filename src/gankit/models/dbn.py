@@ -59,6 +59,7 @@ from .rbm import (
     AIS_RUNS,
     AIS_STEPS,
     EXACT_MAX_UNITS,
+    AISResult,
     BernoulliRBM,
     LogZCache,
     bernoulli,
@@ -206,8 +207,13 @@ class DBN(ModelFamily):
         enumerable = min(top.visible, top.hidden) <= EXACT_MAX_UNITS
         if (enumerable if exact is None else exact):
             return exact_log_z(top)
+        return self.top_log_partition(steps, runs, seed).log_z
+
+    def top_log_partition(self, steps: int = AIS_STEPS, runs: int = AIS_RUNS, seed: int = 0
+                          ) -> AISResult:
+        """The AIS estimate of the top RBM's log Z with its standard error (cached)."""
         steps, runs = int_option("steps", steps, 3), int_option("runs", runs, 2)
-        return self._logz.get(top, steps, runs, int(seed)).log_z
+        return self._logz.get(self.rbms[-1], steps, runs, int(seed))
 
     # -- capabilities -----------------------------------------------------------------------
     def log_weights(self, v: Tensor, k: int, log_z: float, generator: torch.Generator | None

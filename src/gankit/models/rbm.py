@@ -52,8 +52,9 @@ the paper's log(Z_hat +- 3 sigma_hat) interval. AIS tends to *over*-estimate log
 is too short (it under-estimates Z), so the estimate is stochastic: ``likelihood()`` says
 ``kind="estimate"``. The estimate is cached per weights and options, and it uses its own seed
 (``ais_seed``), so it does not depend on how the test set is batched. Small models (at most
-:data:`EXACT_MAX_UNITS` units in one layer) also have the exact log Z (:meth:`RBM.exact_log_z`):
-the smaller layer is enumerated and the other summed out analytically (``exact=True``).
+:data:`EXACT_MAX_UNITS` units in one layer) have the exact log Z (:meth:`RBM.exact_log_z`):
+the smaller layer is enumerated and the other summed out analytically; ``log_prob`` then uses
+it by default (``exact=False`` forces AIS) and ``likelihood()`` says ``kind="exact"``.
 
 Pseudo-likelihood and scikit-learn. scikit-learn's ``BernoulliRBM.score_samples`` returns a
 *pseudo*-likelihood, not a likelihood: for each sample it flips ONE pixel i, drawn uniformly
