@@ -1,6 +1,6 @@
 """RBMs and a DBN on MNIST-5k: CD-1 vs CD-k vs PCD, test log-likelihood by AIS, Gibbs samples.
 
-    python benchmarks/rbm.py                  # everything, --jobs 2: ~15 min on 2 shared cores
+    python benchmarks/rbm.py                  # everything, --jobs 2: 18 min on 2 busy shared cores
     python benchmarks/rbm.py --quick          # smoke run of a minute or two (to /tmp)
     python benchmarks/rbm.py --render-only    # rewrite rbm.md and rbm.png from rbm.json
 
@@ -323,6 +323,20 @@ def render(res: dict[str, Any], out_dir: Path) -> None:
                   ("- Pseudo-likelihood (scikit-learn's `score_samples` is its one-term "
                   "estimate) rewards models that predict each pixel from its neighbours; it is "
                   "not log p and need not order models as log p does.")]
+    pl = {k: r["test_pl"] for k, r in ok.items() if "test_pl" in r and "test_ll" in r}
+    if len(pl) > 1:
+        by_pl = sorted(pl, key=lambda k: -pl[k])
+        by_ll = sorted(pl, key=lambda k: -ok[k]["test_ll"])
+        lines += [("- Pseudo-likelihood ordering here: " + " > ".join(
+            f"{_name(k, S)} ({_f(pl[k])})" for k in by_pl) + (
+            "; the same as the log-likelihood ordering." if by_pl == by_ll else
+            "; not the log-likelihood ordering, so a pseudo-likelihood (or scikit-learn's "
+            "`score_samples`) cannot rank these models by likelihood."))]
+    weak = [_name(k, S) for k, r in ok.items() if r["ais"]["log_z_lo"] == -math.inf]
+    if weak:
+        lines += [("- Less reliable AIS estimates (3 standard errors exceed Z itself: a few runs "
+                   "carry most of the importance weight): " + ", ".join(weak) + ". Their log p "
+                   "may be over-estimated; more intermediate distributions would tell.")]
     if "sklearn" in ok:
         s = ok["sklearn"]
         lines += [(f"- scikit-learn's BernoulliRBM ({S['sklearn_iter']} epochs, its own PCD, "
