@@ -74,7 +74,7 @@ def test_invert_cli_writes_reconstructions_latents_and_errors(runs, tmp_path, ca
                               "--out", out, "--steps", "10", "--restarts", "1")
     assert code == 0, err
     assert np.load(out / "latents.npy").shape == (3, g.model.latent_dim)
-    rows = list(csv.DictReader(open(out / "inversion.csv")))
+    rows = list(csv.DictReader((out / "inversion.csv").read_text().splitlines()))
     assert [r["name"] for r in rows] == ["00000", "00001", "00002"]
     assert len(list(out.glob("*.png"))) == 3
     code, _, err = cli_output(capsys, "invert", runs["dcgan"], "--input", tmp_path / "x.npy",
