@@ -234,7 +234,23 @@ def _exportable():
     from gankit.models import MODELS
 
     return [n for n in MODELS.names() if MODELS.get(n).capabilities & {"sample", "translate"}
-            and n not in ("custom", "gmm")]  # gmm samples with no network (test_gmm.py)
+            and n != "custom" and MODELS.get(n).sampling_network]
+
+
+def test_iterative_samplers_refuse_onnx_export_in_one_line(tmp_path):
+    from conftest import make_tiny_images
+    from test_core import tiny_train
+
+    from gankit.export import export_onnx
+    from gankit.models import MODELS
+    from gankit.models.base import CapabilityError
+
+    iterative = [n for n in MODELS.names() if not MODELS.get(n).sampling_network]
+    assert {"gmm", "rbm", "dbn"} <= set(iterative)
+    run = tiny_train("rbm", make_tiny_images(), tmp_path)
+    with pytest.raises(CapabilityError, match="no sampling network") as e:
+        export_onnx(gankit.load(run.run_dir), tmp_path / "r.onnx")
+    assert "\n" not in str(e.value) and not (tmp_path / "r.onnx").exists()
 
 
 @pytest.mark.parametrize("name", _exportable())

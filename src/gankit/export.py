@@ -311,6 +311,9 @@ class _Sampler(nn.Module):
 
 def _onnx_inputs(model: ModelFamily, n: int, seed: int
                  ) -> tuple[str, tuple[torch.Tensor, ...], list[str]]:
+    if not type(model).sampling_network:
+        raise CapabilityError(f"model '{model.name}' has no sampling network to export to ONNX "
+                              f"(it samples iteratively or without a network)")
     g = torch.Generator().manual_seed(seed)
     if "sample" in model.capabilities and isinstance(model, GANFamily):
         z = model.sample_latent(n, g)

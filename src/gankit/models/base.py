@@ -192,6 +192,11 @@ class ModelFamily(nn.Module, metaclass=abc.ABCMeta):
     #: Whether the family's networks take 3-D volumes ``[N, C, D, H, W]`` (vox2vox); the others
     #: refuse volume data in one line rather than fail inside a 2-D convolution.
     takes_volumes: ClassVar[bool] = False
+    #: Whether one feed-forward pass of a network makes a sample from noise (GAN generators, a
+    #: VAE's decoder) or an output from an input (translators): what ONNX export writes. False
+    #: for iterative or non-network samplers (mixtures, Gibbs chains, autoregressive and
+    #: diffusion sampling), which ``gankit export --onnx`` refuses in one line.
+    sampling_network: ClassVar[bool] = True
     #: Whether the family plays an adversarial game (the tricks.* section applies to it).
     adversarial: ClassVar[bool] = False
     # D's logged scores (D/real, D/fake) are the scores of the configured loss.name (GANs only).

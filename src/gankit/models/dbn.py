@@ -100,6 +100,7 @@ class DBN(ModelFamily):
     """A deep belief network: RBMs ``rbm1`` .. ``rbmL``, one phase per layer in turn (module
     docstring); samples by Gibbs sampling in the top RBM and a top-down pass."""
 
+    sampling_network: ClassVar[bool] = False  # Gibbs chains in the top RBM
     Params = DBNParams
     defaults: ClassVar[dict[str, Any]] = {
         "optim": {"name": "sgd", "lr": 0.05, "betas": (0.9, 0.999), "weight_decay": 2e-4},

@@ -107,6 +107,7 @@ class GMM(ModelFamily):
     """A Gaussian mixture fitted by scikit-learn's EM, one iteration per training step (see the
     module docstring); no networks, its parameters are float64 buffers."""
 
+    sampling_network: ClassVar[bool] = False  # a mixture: component choice, Cholesky factors
     Params = GMMParams
     defaults: ClassVar[dict[str, Any]] = {"train": {"steps": 100}}  # scikit-learn's max_iter
     capabilities: ClassVar[frozenset[str]] = frozenset({"sample", "log_prob", "encode"})

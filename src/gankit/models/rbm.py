@@ -404,6 +404,7 @@ class RBM(ModelFamily):
     """A Bernoulli-Bernoulli RBM on binarised images: network ``rbm``, one ``CD`` phase
     (CD-k or PCD-k); samples by Gibbs sampling, log-likelihood by AIS (module docstring)."""
 
+    sampling_network: ClassVar[bool] = False  # Gibbs chains
     Params = RBMParams
     defaults: ClassVar[dict[str, Any]] = {
         # SGD with momentum and weight cost (Hinton 2010 §§5, 9, 10); momentum = betas[0]
