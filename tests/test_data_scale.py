@@ -128,20 +128,23 @@ def test_every_image_family_takes_exactly_its_claimed_sizes(name, monkeypatch):
             **family.tiny}
     cfg = resolve_config(name, parse_overrides([f"{k}={v}" for k, v in over.items()]))
     sizes = family.valid_image_sizes(cfg)
+    steps = 1 + sum(family.tiny.get("model.layer_steps", []))  # a DBN trains each layer
     for size in (7, 8, 12, 32, 59):
         ds = _tiny(family.tiny_data, size)
         if sizes.fits(size, size):
-            run = gankit.train(name, ds, steps=1, save=False, progress=False, overrides=over)
-            assert run.trainer.step == 1
+            run = gankit.train(name, ds, steps=steps, save=False, progress=False,
+                               overrides=over)
+            assert run.trainer.step == steps
             continue
         with pytest.raises(ConfigError, match=f"\\({size}x{size}\\) do not fit {name}") as e:
-            gankit.train(name, ds, steps=1, save=False, progress=False, overrides=over)
+            gankit.train(name, ds, steps=steps, save=False, progress=False, overrides=over)
         assert e.value.exit_code == 2
         # the refusal is real: without the check, the networks fail on this size
         with monkeypatch.context() as m:
             m.setattr(family, "valid_image_sizes", classmethod(lambda cls, cfg: ANY_SIZE))
             with pytest.raises(Exception):  # noqa: B017  (whatever the network raises)
-                gankit.train(name, ds, steps=1, save=False, progress=False, overrides=over)
+                gankit.train(name, ds, steps=steps, save=False, progress=False,
+                             overrides=over)
 
 
 def test_mlp_architectures_take_any_size():
