@@ -215,6 +215,16 @@ class FeatureExtractor(abc.ABC):
         assert lg is not None
         return f, lg
 
+    def differentiable_features(self, x: Tensor) -> Tensor:
+        """Features ``[N, D]`` of a batch with gradients flowing back to ``x`` (a perceptual
+        distance as a training loss); the extractor's own weights stay fixed, on ``x``'s device,
+        in eval mode."""
+        if self.net is not None:
+            self.net.to(x.device).eval().requires_grad_(False)
+        self._check(x.detach())  # validates shape, channels and range (no gradient needed)
+        f, _ = self._forward(self._prepare(x), False)
+        return f
+
     def protocol(self) -> dict[str, Any]:
         """What a metric result must record to be reproducible and comparable."""
         p: dict[str, Any] = {

@@ -340,6 +340,11 @@ class ModelFamily(nn.Module, metaclass=abc.ABCMeta):
         (:mod:`gankit.likelihood`)."""
         return self._lacks("log_prob")
 
+    def summary_note(self) -> str | None:
+        """A choice the start-up summary should show next to the model's name (e.g. which
+        reconstruction distance FastGAN uses); ``None`` for none."""
+        return None
+
     def likelihood(self) -> dict[str, str]:
         """What :meth:`log_prob` measures: ``{"space": binary | dequantized | continuous,
         "kind": exact | lower-bound | estimate}`` (:mod:`gankit.likelihood`); families with

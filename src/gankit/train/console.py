@@ -71,7 +71,9 @@ def startup_summary(tr: Trainer, data: Any = None, total: int | None = None) -> 
                  + f", batch {t.batch_size}"
                  + (f" ({cfg.optim.grad_accum} micro-batches)" if cfg.optim.grad_accum > 1
                     else "")))
-    rows.append(("model", str(cfg.model.get("name", type(tr.model).__name__))))
+    name = str(cfg.model.get("name", type(tr.model).__name__))
+    note = tr.model.summary_note() if hasattr(tr.model, "summary_note") else None
+    rows.append(("model", f"{name} ({note})" if note else name))
     rows.append(("run dir", str(tr.run_dir) if tr.run_dir is not None else "(not saved)"))
     threads = getattr(tr, "threads", None)
     if threads is not None:
