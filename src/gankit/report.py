@@ -337,7 +337,7 @@ def _template(name: str = "report.html.j2") -> Any:
 
     assets = files("gankit") / "assets"
     sources = {k: (assets / k).read_text("utf-8")
-               for k in (name, "report.css", "report_macros.j2")}
+               for k in dict.fromkeys((name, "report.css", "report_macros.j2"))}
     env = Environment(loader=DictLoader(sources), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=False, lstrip_blocks=False, keep_trailing_newline=True)
     return env.get_template(name)
