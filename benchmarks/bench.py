@@ -205,7 +205,7 @@ def reading(benches: dict[str, Any]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 def render(res: dict[str, Any]) -> str:
-    from gankit.bench import THEIS_CAVEAT, render_markdown, theis_findings
+    from gankit.bench import LEGEND, THEIS_CAVEAT, markdown_table, theis_findings
 
     m = res["machine"]
     lines = [f"Regenerate: `{COMMAND}`", "",
@@ -225,11 +225,15 @@ def render(res: dict[str, Any]) -> str:
                      f"{' ' + sets if sets else ''} --out bench/{name}` "
                      f"({b['wall_seconds'] / 60:.1f} min wall)")
     for name, b in res["benches"].items():
-        md = render_markdown(b).splitlines()
-        # one level down, without each bench's own Theis section (gathered below)
-        cut = next((i for i, ln in enumerate(md) if ln.startswith("## Theis")), len(md))
-        lines += [""] + [("#" + ln if ln.startswith("#") else ln) for ln in md[:cut]]
-    lines += ["", "## Reading against the deck and the seeds", ""]
+        s = b["spec"]
+        lines += ["", (f"## {name}: {s['budget']:g} s of {s['budget_kind']} time per model, "
+                  f"seeds {','.join(map(str, s['seeds']))}"), "", *markdown_table(b)]
+    lines += ["", LEGEND, "", f"\\* {THEIS_CAVEAT}", "", "## Protocol", ""]
+    last = list(res["benches"].values())[-1]
+    lines += [f"- {p}" for p in last.get("protocol") or []]
+    lines += [("- The toy benches use the same protocol with raw coordinates as features and "
+              "no bits/dim (points: nats per point).")]
+    lines += ["", "## Reading against the lecture deck and the chapters", ""]
     lines += [f"- {t}" for t in reading(res["benches"])] or ["- (no comparable models)"]
     lines += ["", "## Theis et al. demonstration", "",
               ("Theis et al. 2016: a model can have a better held-out likelihood and worse samples "
@@ -237,8 +241,7 @@ def render(res: dict[str, Any]) -> str:
               "own numbers:"), ""]
     for name, b in res["benches"].items():
         lines += [f"- {name}: {t}" for t in theis_findings(b)]
-    lines += ["", f"Parzen caveat: {THEIS_CAVEAT}", ""]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -248,8 +251,8 @@ def main() -> None:
     ap.add_argument("--work", default="runs/bench", help="where the bench folders go")
     ap.add_argument("--models-toy", default=MODELS_TOY)
     ap.add_argument("--models-images", default=MODELS_IMAGES)
-    ap.add_argument("--toy-budget", type=float, default=5.0, help="CPU s per toy model and seed")
-    ap.add_argument("--image-budget", type=float, default=60.0, help="CPU s per mnist5k model")
+    ap.add_argument("--toy-budget", type=float, default=4.0, help="CPU s per toy model and seed")
+    ap.add_argument("--image-budget", type=float, default=45.0, help="CPU s per mnist5k model")
     args = ap.parse_args()
     sys.path.insert(0, str(HERE.parent / "src"))
     out_json, out_md = RESULTS / "bench.json", RESULTS / "bench.md"

@@ -287,3 +287,22 @@ def test_theis_finding_names_the_pair_from_the_numbers():
     assert any(t.startswith("Parzen ranks b above a") for t in found)
     _, rows = leaderboard_rows(data)
     assert [r["model"] for r in rows] == ["a", "b"]
+
+
+def test_a_diverged_entry_is_on_the_board_without_metrics():
+    from types import SimpleNamespace
+
+    from gankit.bench import evaluate_entry, markdown_table
+
+    fam = SimpleNamespace(name="gan", capabilities=frozenset({"sample"}))
+    nan = SimpleNamespace(model=fam, sample=lambda n, seed, **o: torch.full((n, 2), math.nan))
+    spec = BenchSpec(data="ring8", models=["gan"], n=10)
+    res, _ = evaluate_entry(nan, None, spec, {"real": torch.zeros(10, 2)}, {}, {})
+    assert res["failed"].startswith("10 of 10 samples are not finite") and "recall" not in res
+    good = {"recall": 0.5, "sample_ms": 1.0}
+    data = {"spec": {"models": ["gan"]}, "reference": None, "entries": {
+        "gan-seed0": {"model": "gan", "seed": 0, "results": {**res, "sample_ms": 2.0}},
+        "gan-seed1": {"model": "gan", "seed": 1, "results": good}}}
+    table = markdown_table(data)
+    assert table[0] == "| model | seeds | recall ↑ | sample ms/ex ↓ |"
+    assert table[2] == "| gan (diverged: 1 of 2 seeds) | 0,1 | - | 1.500 ± 0.707 |"

@@ -333,16 +333,21 @@ def evaluate_entry(trained: Any, ds: Any, spec: BenchSpec, real: dict[str, Tenso
     t0 = time.perf_counter()
     fake = trained.sample(n, seed=spec.eval_seed, **sample_opts)
     res: dict[str, Any] = {"sample_ms": 1000 * (time.perf_counter() - t0) / n}
-    if not torch.isfinite(fake).all():
-        raise DataError(f"model '{fam.name}' produced non-finite samples")
+    prot: dict[str, Any] = {"sampling": {"n": n, "seed": spec.eval_seed, "options": sample_opts,
+                                         "timer": "wall clock of trained.sample(n), one process"}}
+    if not torch.isfinite(fake).all():  # a diverged training: on the board, without metrics
+        bad = int((~torch.isfinite(fake.flatten(1))).any(1).sum())
+        res["failed"] = f"{bad} of {n} samples are not finite (the training diverged)"
+        return res, prot
     if picture is not None:
         from .train.callbacks import save_samples
 
         picture.parent.mkdir(parents=True, exist_ok=True)
         save_samples(fake[:64] if fake.dim() > 2 else fake, picture,
                      real=None if fake.dim() > 2 else real["real"])
-    more, prot = evaluate_samples(fake, ds, spec, real)
+    more, sprot = evaluate_samples(fake, ds, spec, real)
     res |= more
+    prot |= sprot
     if "log_prob" in fam.capabilities:
         x = real["nll"]
         lp = trained.log_prob(x, seed=spec.eval_seed, **lp_opts).double()
@@ -355,8 +360,6 @@ def evaluate_entry(trained: Any, ds: Any, spec: BenchSpec, real: dict[str, Tenso
         res["nll_space"] = lik["space"]
         prot["nll"] = {"n": len(x), "split": "test (first examples)", "options": lp_opts,
                        **lik}
-    prot["sampling"] = {"n": n, "seed": spec.eval_seed, "options": sample_opts,
-                        "timer": "wall clock of trained.sample(n), one process"}
     return res, prot
 
 
@@ -445,12 +448,16 @@ def _train_entry(spec: BenchSpec, m: str, seed: int, run_dir: Path, settings: di
             f"{ckpt.read_state(ckpt.latest_checkpoint(run_dir, quiet=True))['step']}")
         resume(run_dir, progress=False)
     else:
+        if run_dir.exists():  # a training killed before its first checkpoint: start it again
+            import shutil
+
+            shutil.rmtree(run_dir)
         over = [*settings["overrides"], f"train.max_seconds={spec.budget}",
                 f"train.budget_kind={spec.budget_kind}"]
         if not any(o.startswith("train.doctor=") for o in over):
             over.append("train.doctor=false")  # probes and rollbacks would spend the budget
         train(m, spec.data, steps=spec.max_steps, seed=seed, out=run_dir, overrides=over,
-              progress=False, overwrite=run_dir.exists())
+              progress=False)
     info = rd.read_info()
     secs = info.get("seconds", {})
     return {"steps": int(info.get("step", 0)), "stopped_by": info.get("stopped_by"),
@@ -534,6 +541,8 @@ def run_bench(spec: BenchSpec, out: str | Path, *, say: Callable[[str], None] | 
 
 
 def _summary(res: dict[str, Any]) -> str:
+    if res.get("failed"):
+        return f"failed: {res['failed']}"
     parts = []
     for key, head, _, fmt in COLUMNS:
         v = res.get(key)
@@ -563,7 +572,8 @@ def protocol_text(spec: dict[str, Any], features: str | None = None) -> list[str
         "second half (Breuleux et al. 2009; Goodfellow et al. 2014, Table 1)."),
         ("Sharpness: mean variance of the 4-neighbour Laplacian of the samples (valid "
         "padding, [-1, 1] images); sampling time: wall clock per sample of one call."),
-        "Reference row: training examples scored as if they were samples.",
+        ("Reference row: training examples scored as if they were samples. Params: every "
+         "network of the family (a GAN's discriminator included)."),
     ]
 
 
@@ -595,20 +605,29 @@ def leaderboard_rows(data: dict[str, Any]) -> tuple[list[tuple[str, str, str, st
                 mean, std = _agg(vals)
                 cells[key] = (mean, None if key in NO_STD else std)
         kinds = {e["results"].get("nll_kind") for e in es} - {None}
+        failed = sum(bool(e["results"].get("failed")) for e in es)
         rows.append({"model": m, "seeds": [e["seed"] for e in es], "cells": cells,
-                     "nll_kind": "/".join(sorted(kinds)) or None})
+                     "nll_kind": "/".join(sorted(kinds)) or None, "failed": failed})
     ref = data.get("reference")
     if ref is not None:
         cells = {k: (float(v), None) for k, v in ref["results"].items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool)}
         rows.append({"model": "training data (reference)", "seeds": [], "cells": cells,
                      "nll_kind": None, "reference": True})
-    shown = [c for c in COLUMNS if any(c[0] in r["cells"] for r in rows)]
+    present = {k for r in rows for k in r["cells"]} | {
+        k for es in by_model.values() for e in es for k in e["results"]}
+    shown = [c for c in COLUMNS if c[0] in present]
     return shown, rows
 
 
 #: Columns shown without a spread over seeds (the same for every seed).
 NO_STD = {"params"}
+def row_label(row: dict[str, Any]) -> str:
+    """The model column: the name, and how many seeds diverged (their metrics are missing)."""
+    k = row.get("failed")
+    return row["model"] + (f" (diverged: {k} of {len(row['seeds'])} seeds)" if k else "")
+
+
 KIND_SHORT = {"exact": "exact", "lower-bound": "bound", "estimate": "estimate"}
 
 
@@ -661,37 +680,47 @@ def theis_findings(data: dict[str, Any]) -> list[str]:
             if a["cells"][nll][0] < b["cells"][nll][0] and \
                     a["cells"]["parzen_ll"][0] < b["cells"]["parzen_ll"][0]:
                 out.append(f"Parzen ranks {b['model']} above {a['model']} "
-                           f"({b['cells']['parzen_ll'][0]:.1f} vs {a['cells']['parzen_ll'][0]:.1f}"
-                           f" nats) although {a['model']} has the better likelihood.")
+                           f"({b['cells']['parzen_ll'][0]:.2f} vs "
+                           f"{a['cells']['parzen_ll'][0]:.2f} nats) although {a['model']} has "
+                           f"the better likelihood.")
     gan_like = [r for r in rows if nll not in r["cells"] and "parzen_ll" in r["cells"]]
     lik = [r for r in rows if nll in r["cells"] and "parzen_ll" in r["cells"]]
     for g in gan_like:
         for r in lik:
             if g["cells"]["parzen_ll"][0] > r["cells"]["parzen_ll"][0]:
                 out.append(f"Parzen ranks {g['model']} (no likelihood of its own) above "
-                           f"{r['model']} ({g['cells']['parzen_ll'][0]:.1f} vs "
-                           f"{r['cells']['parzen_ll'][0]:.1f} nats), as in Goodfellow et al. "
-                           f"2014's Table 1 - a ranking its own likelihood cannot check.")
+                           f"{r['model']} ({g['cells']['parzen_ll'][0]:.2f} vs "
+                           f"{r['cells']['parzen_ll'][0]:.2f} nats), as Goodfellow et al. "
+                           f"2014's Table 1 ranks its GAN above a DBN - a ranking no likelihood "
+                           f"of the GAN can check.")
     return out
+
+
+#: The leaderboards' reading key.
+LEGEND = ("Mean ± sample standard deviation over seeds where there are several. Directions: "
+          + "; ".join(f"{d} {t}" for d, t in DIRECTION_TEXT.items() if d)
+          + "; no arrow: " + DIRECTION_TEXT[""] + ".")
+
+
+def markdown_table(data: dict[str, Any]) -> list[str]:
+    """The leaderboard as Markdown table lines (models x shown columns, reference row last)."""
+    cols, rows = leaderboard_rows(data)
+    head = ["model", "seeds", *[f"{h} {d}".rstrip() for _, h, d, _ in cols]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for r in rows:
+        seeds = ",".join(str(s) for s in r["seeds"]) or "-"
+        lines.append("| " + " | ".join([row_label(r), seeds, *[cell_text(r, c) for c in cols]])
+                     + " |")
+    return lines
 
 
 def render_markdown(data: dict[str, Any]) -> str:
     """``leaderboard.md``: the models x metrics table (mean ± sample std over seeds), each
     column's direction, the protocol, the Parzen caveat and the Theis et al. reading."""
     spec = data["spec"]
-    cols, rows = leaderboard_rows(data)
     lines = [(f"# gankit bench: {spec['data']}, {spec['budget']:g} s of {spec['budget_kind']} "
-             f"time per model"), ""]
-    head = ["model", "seeds", *[f"{h} {d}".rstrip() for _, h, d, _ in cols]]
-    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
-    for r in rows:
-        seeds = ",".join(str(s) for s in r["seeds"]) or "-"
-        lines.append("| " + " | ".join([r["model"], seeds, *[cell_text(r, c) for c in cols]])
-                     + " |")
-    lines += ["", "Mean ± sample standard deviation over seeds where there are several. "
-              "Directions: " + "; ".join(f"{d} {t}" for d, t in DIRECTION_TEXT.items() if d)
-              + "; no arrow: " + DIRECTION_TEXT[""] + ".", "",
-              f"\\* {THEIS_CAVEAT}", "", "## Protocol", ""]
+             f"time per model"), "", *markdown_table(data), "", LEGEND, "",
+             f"\\* {THEIS_CAVEAT}", "", "## Protocol", ""]
     lines += [f"- {p}" for p in data.get("protocol") or protocol_text(spec)]
     lines += ["", "## Theis et al. 2016: likelihood and sample quality", ""]
     lines += [f"- {t}" for t in theis_findings(data)]
@@ -705,7 +734,7 @@ def render_html(data: dict[str, Any], out: Path) -> str:
     spec = data["spec"]
     cols, rows = leaderboard_rows(data)
     table = {"head": ["model", "seeds", *[f"{h} {d}".rstrip() for _, h, d, _ in cols]],
-             "rows": [{"cells": [{"text": r["model"], "num": False},
+             "rows": [{"cells": [{"text": row_label(r), "num": False},
                                  {"text": ",".join(map(str, r["seeds"])) or "-", "num": False},
                                  *[{"text": cell_text(r, c), "num": True} for c in cols]],
                        "changed": bool(r.get("reference"))} for r in rows]}
