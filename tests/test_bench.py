@@ -255,6 +255,14 @@ def test_errors_are_one_line_with_exit_2(capsys, tmp_path, args, msg):
     assert not (tmp_path / "b").exists()
 
 
+def test_a_bench_config_file_with_an_unknown_key_is_one_line(capsys, tmp_path):
+    cfg = tmp_path / "bench.yaml"
+    cfg.write_text("data: ring8\nmodels: [gan]\nbudgte: 10s\n")
+    code, _, err = cli_output(capsys, "bench", "--config", cfg, "--out", tmp_path / "b")
+    assert code == 2 and len(err) == 1, err
+    assert "unknown bench key 'budgte' (did you mean 'budget'?)" in err[0]
+
+
 def test_a_bench_folder_refuses_another_budget(capsys, toy_bench):
     out, _ = toy_bench
     code, _, err = cli_output(capsys, "bench", *TOY, "--budget", "5s", "--max-steps", "30",

@@ -16,10 +16,23 @@ CONFIG_KEYS = ("data", "models", "budget", "budget_kind", "seeds", "max_steps", 
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    from .config import load_config_file
+    """A bench config (YAML or JSON: a mapping of :data:`CONFIG_KEYS`)."""
+    import yaml
+
     from .errors import ConfigError
 
-    raw = load_config_file(path)
+    try:
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read as text ({e})") from None
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"{path}: not valid YAML/JSON ({first})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a bench config is a mapping with keys "
+                          f"{', '.join(CONFIG_KEYS)}")
     unknown = sorted(set(raw) - set(CONFIG_KEYS))
     if unknown:
         from .registry import did_you_mean
