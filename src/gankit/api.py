@@ -99,7 +99,7 @@ def _fit(trainer: Trainer, run_dir: Path | None, steps: int | None) -> None:
         if main:
             with contextlib.suppress(OSError):  # a full disk must not hide the first error
                 rd.write_status(s, step=trainer.step,  # type: ignore[union-attr]
-                                checkpoint_step=trainer.saved_step)
+                                checkpoint_step=trainer.saved_step, seconds=trainer.seconds)
 
     try:
         trainer.fit(steps)
@@ -113,7 +113,8 @@ def _fit(trainer: Trainer, run_dir: Path | None, steps: int | None) -> None:
         raise
     if main:
         rd.write_status("finished", step=trainer.step,  # type: ignore[union-attr]
-                        checkpoint_step=trainer.saved_step)
+                        checkpoint_step=trainer.saved_step, seconds=trainer.seconds,
+                        stopped_by=trainer.stopped_by or "steps")
 
 
 def _check_out(run_dir: Path, overwrite: bool) -> None:

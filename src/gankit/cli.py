@@ -478,6 +478,7 @@ def _one_line(text: object) -> str:
 
 # Commands that live in modules of their own, one per area.
 from .commands_attribute import register as _register_attribute  # attribute
+from .commands_bench import register as _register_bench  # bench
 from .commands_data import register as _register_data  # prepare
 from .commands_latent import register as _register_latent  # truncation, invert
 from .commands_score import register as _register_score  # score
@@ -485,7 +486,8 @@ from .commands_segment import register as _register_segment  # segment
 from .commands_share import register as _register_share  # export
 from .commands_track import register as _register_track  # runs, compare
 
-for _register in (_register_attribute, _register_data, _register_latent, _register_score,
+for _register in (_register_attribute, _register_bench, _register_data, _register_latent,
+                  _register_score,
                   _register_segment, _register_share, _register_track):
     _register(cli)
 

@@ -234,6 +234,11 @@ class TrainConfig(_Section):
     """The training loop."""
 
     steps: int = 2000  # generator steps
+    # a time budget: the run stops cleanly (with a checkpoint) once it has trained this many
+    # seconds of budget_kind time (wall: elapsed; cpu: this process's CPU time), summed over
+    # resumes; the steps done are recorded in run.json (gankit bench trains under one budget)
+    max_seconds: float | None = None
+    budget_kind: Literal["wall", "cpu"] = "wall"
     batch_size: int = 64  # global batch (split over processes under torchrun)
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:1 ...
@@ -277,6 +282,13 @@ class TrainConfig(_Section):
     def _pos(cls, v: int) -> int:
         if v < 1:
             raise ValueError("must be >= 1")
+        return v
+
+    @field_validator("max_seconds")
+    @classmethod
+    def _seconds(cls, v: float | None) -> float | None:
+        if v is not None and not v > 0:
+            raise ValueError("must be > 0 seconds (or null: no time budget)")
         return v
 
     @field_validator("threads")

@@ -327,14 +327,20 @@ def _reproduce(cfg: dict[str, Any]) -> tuple[str | None, str]:
         return None, f"This gankit cannot rebuild the run's config ({first})."
 
 
-def _template() -> Any:
+def _template(name: str = "report.html.j2") -> Any:
+    """A template of ``gankit/assets`` (autoescaping, strict): the run report, or another
+    report in its style (``bench.html.j2``), which shares its CSS (``report.css``) and macros
+    (``report_macros.j2``)."""
     from importlib.resources import files
 
-    from jinja2 import Environment, StrictUndefined
+    from jinja2 import DictLoader, Environment, StrictUndefined
 
-    env = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=False,
-                      lstrip_blocks=False, keep_trailing_newline=True)
-    return env.from_string((files("gankit") / "assets" / "report.html.j2").read_text("utf-8"))
+    assets = files("gankit") / "assets"
+    sources = {k: (assets / k).read_text("utf-8")
+               for k in dict.fromkeys((name, "report.css", "report_macros.j2"))}
+    env = Environment(loader=DictLoader(sources), autoescape=True, undefined=StrictUndefined,
+                      trim_blocks=False, lstrip_blocks=False, keep_trailing_newline=True)
+    return env.get_template(name)
 
 
 # ---------------------------------------------------------------------------------------------

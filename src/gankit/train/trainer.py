@@ -219,6 +219,11 @@ class Trainer:
         self._rollback: float | None = None
         self._live = False
         self.saved_step: int | None = None  # the step of the newest checkpoint on disk
+        # Time spent training (wall and this process's CPU seconds), summed over resumes: it
+        # travels in every checkpoint; train.max_seconds stops the run when it is spent.
+        self.seconds: dict[str, float] = {"wall": 0.0, "cpu": 0.0}
+        self._clock0: tuple[float, float, dict[str, float]] | None = None
+        self.stopped_by: str | None = None  # "budget" when train.max_seconds ended the run
 
     @property
     def run_dir(self) -> Path | None:
@@ -415,9 +420,39 @@ class Trainer:
             self.step += 1
 
     # -- the loop -----------------------------------------------------------------------------
+    def elapsed(self) -> dict[str, float]:
+        """Seconds trained so far (``wall``, ``cpu``), this call of :meth:`fit` included."""
+        if self._clock0 is None:
+            return dict(self.seconds)
+        w0, c0, base = self._clock0
+        return {"wall": base["wall"] + time.perf_counter() - w0,
+                "cpu": base["cpu"] + time.process_time() - c0}
+
+    def _budget_spent(self) -> bool:
+        """Whether ``train.max_seconds`` of ``train.budget_kind`` time have been trained. Under
+        DDP the processes agree at log steps only (as for Ctrl-C), so they stop together."""
+        t = self.cfg.train
+        if t.max_seconds is None:
+            return False
+        spent = self.elapsed()[t.budget_kind] >= t.max_seconds
+        if not self.dist.enabled:
+            return spent
+        if self.step % t.log_every:
+            return False
+        import torch.distributed as dist
+
+        flag = torch.tensor([1.0 if spent else 0.0],
+                            device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
     def fit(self, steps: int | None = None) -> None:
-        """Train until ``steps`` (default ``train.steps``) steps have been taken."""
+        """Train until ``steps`` (default ``train.steps``) steps have been taken, or until the
+        time budget ``train.max_seconds`` is spent (then ``stopped_by`` is ``"budget"`` and the
+        last step is checkpointed). The budget counts everything the loop does (steps,
+        callbacks, checkpoints), not the set-up before it."""
         total = steps if steps is not None else self.cfg.train.steps
+        self.stopped_by = None
         cbs = self._cbs = [c for c in self.callbacks if self.dist.is_main or c.all_ranks]
         self._phase_cbs = [c for c in cbs if type(c).on_phase_end is not Callback.on_phase_end]
         if self.rundir is not None and self.dist.is_main:
@@ -430,11 +465,14 @@ class Trainer:
             for cb in cbs:
                 cb.on_train_start(self)
             old = self._install_sigint()
+            self._clock0 = (time.perf_counter(), time.process_time(), dict(self.seconds))
             try:
                 self.model.train()
                 for net in self.frozen.values():
                     net.eval()
-                while self.step < total:
+                if self._budget_spent():  # a resumed run whose budget was already spent
+                    self.stopped_by = "budget"
+                while self.step < total and self.stopped_by is None:
                     self.train_step()
                     for cb in cbs:
                         cb.on_step_end(self)
@@ -443,8 +481,11 @@ class Trainer:
                     if self._rollback is not None:  # before checkpointing: never save NaNs
                         self.rollback(self._rollback)
                         continue
+                    if self._budget_spent():
+                        self.stopped_by = "budget"
                     if self.rundir is not None and (
-                            self.step % self.cfg.train.ckpt_every == 0 or self.step == total):
+                            self.step % self.cfg.train.ckpt_every == 0 or self.step == total
+                            or self.stopped_by is not None):
                         self.save_checkpoint()
                         for cb in cbs:
                             cb.on_checkpoint(self)
@@ -453,6 +494,8 @@ class Trainer:
                             self.save_checkpoint()
                         raise KeyboardInterrupt
             finally:
+                self.seconds = self.elapsed()
+                self._clock0 = None
                 if old is not None:
                     signal.signal(signal.SIGINT, old)
                 for cb in cbs:
@@ -560,6 +603,7 @@ class Trainer:
                          "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
                          "schedules": {k: s.state_dict() for k, s in self.schedules.items()}}
                 state = {"step": self.step, "world": self.dist.world, "time": time.time(),
+                         "seconds": self.elapsed(),  # time trained (train.max_seconds)
                          "format": 2}  # 2: with manifest.json (checksums)
                 ckpt.write_checkpoint(folder, self.checkpoint_modules(), optim, state)
                 final = ckpt.publish(run_dir, folder, self.step, self.cfg.train.keep_ckpts)
@@ -620,3 +664,6 @@ class Trainer:
         self.source.load_state_dict(rng["data"])
         self.step = int(meta["step"])
         self.saved_step = self.step
+        if self._clock0 is None:  # a rollback inside fit keeps counting: that time was spent
+            saved = meta.get("seconds", {})
+            self.seconds = {k: float(saved.get(k, 0.0)) for k in ("wall", "cpu")}
