@@ -28,6 +28,7 @@ ALL = [
     "kl-gaussian",
     "optimal-discriminator",
     "saturating-gradients",
+    "score-field",
 ]
 
 

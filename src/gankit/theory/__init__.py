@@ -17,6 +17,8 @@ Experiments (seed = the source documents in ``seeds/``):
 - ``optimal-discriminator``: D*(x) = p_data / (p_data + p_g) (000 §3.4 Eq. 6; Goodfellow et al.
   2014 Prop. 1) recovered by training.
 - ``saturating-gradients``: log(1 - D(G(z))) vs -log D(G(z)) (000 §3.4; Goodfellow et al. 2014 §3).
+- ``score-field``: the score of a two-Gaussian mixture and (annealed) Langevin samples from it
+  (000 §5.1 Fig. 27; Song & Ermon 2019 Fig. 3).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ EXPERIMENTS: Registry[Callable[[], Outcome]] = Registry("theory experiment")
 
 # The experiment modules register themselves into EXPERIMENTS on import, so they must be imported
 # after it exists.
-from . import discriminators, divergences, earth_mover, kl, saturation  # noqa: F401
+from . import discriminators, divergences, earth_mover, kl, saturation, score_field  # noqa: F401
 
 __all__ = ["EXPERIMENTS", "Outcome", "names", "run"]
 
