@@ -151,8 +151,8 @@ def score_field_experiment() -> Outcome:
         numbers=numbers,
         explanation=explanation,
         reference=("Chapter on generative models, §5.1 'Diffusion and Score based Models', Figure "
-                   "27; Song & Ermon 2019, 'Generative Modeling by Estimating Gradients of the "
-                   "Data Distribution', §3.2.2 and Fig. 3"),
+                   "27; Song and Ermon (2019), 'Generative Modeling by Estimating Gradients of "
+                   "the Data Distribution', §3.2.2 and Fig. 3"),
         assumptions=[
             ("The mixture is Song & Ermon's 1/5 N((-5,-5), I) + 4/5 N((5,5), I); the chapter's "
             "figure gives no parameters."),
