@@ -243,21 +243,59 @@ def render(res: dict[str, Any], out_dir: Path) -> None:
                f"s.e. over images; L_T + sum L_(t-1) + L_0 with the discretised decoder, the sum "
                f"over t estimated on {mn['nll_timesteps']} stratified timesteps; an upper bound "
                f"on -log2 P(x)/D of the 8-bit images, the number Ho et al. report as 3.70 on "
-               f"CIFAR-10)."), ""]
+               f"CIFAR-10)."), "", *mnist_reading(mn)]
     (out_dir / "diffusion.md").write_text("\n".join(md) + "\n")
     plot(res, out_dir / "diffusion.png")
 
 
+def mnist_reading(mn: dict[str, Any]) -> list[str]:
+    """What the MNIST table shows, from its own numbers."""
+    r = {(x["sampler"], x["steps"]): x for x in mn["samplers"]}
+    steps = sorted({x["steps"] for x in mn["samplers"]})
+    lo, hi = steps[0], steps[-1]
+    out = ["Reading:", ""]
+    if ("ddim", lo) in r and ("ancestral", lo) in r:
+        out.append(f"- At {lo} steps DDIM (eta = 0) scores FID {r[('ddim', lo)]['fid']:.0f} "
+                   f"against ancestral sampling's {r[('ancestral', lo)]['fid']:.0f}; at {hi} "
+                   f"steps {r[('ddim', hi)]['fid']:.0f} vs {r[('ancestral', hi)]['fid']:.0f}: "
+                   "the deterministic sampler degrades less when the step count is cut (Song "
+                   "et al. 2021, Table 1). Sampling time grows linearly with the steps.")
+    ratio = min(x["fid"] for x in mn["samplers"]) / mn["fid_real_train_vs_test"]
+    out.append(f"- The model is far from converged ({mn['steps']} steps; the best FID is "
+               f"{ratio:.0f} times the real-data floor of {mn['fid_real_train_vs_test']:.0f}; "
+               "the samples are strokes, not digits), yet its bound of "
+               f"{mn['test_bits_per_dim']:.2f} bits/dim is already far below the 8 bits/dim of "
+               "a uniform model: a good likelihood and poor samples coexist (Theis et al. "
+               "2016). The bound sums denoising terms over all noise levels, and the many "
+               "low-noise ones reward local pixel statistics more than whole digits.")
+    return [*out, ""]
+
+
 def toy_reading(toy: dict[str, Any]) -> list[str]:
-    """A short reading of the toy table against the claim."""
+    """A short reading of the toy table against the claim, from its own numbers."""
     lines = []
     for data, rows in toy.items():
-        best = {label: max(s["modes_covered"] for s in info["samplers"].values())
-                for label, info in rows.items()}
+        def best(label: str, key: str, rows: dict = rows) -> Any:
+            vals = [s[key] for s in rows[label]["samplers"].values()]
+            return max(vals) if key != "kl_to_uniform" else min(vals)
+
         n = next(iter(rows["gan"]["samplers"].values()))["n_modes"]
-        lines.append(f"- {data}: modes covered (best sampler) ddpm {best['ddpm']}/{n}, ncsn "
-                     f"{best['ncsn']}/{n}, gan {best['gan']}/{n}.")
-    return ["Reading:", "", *lines, ""]
+        lines.append(
+            f"- {data}: modes covered (best sampler) ddpm {best('ddpm', 'modes_covered')}/{n}, "
+            f"ncsn {best('ncsn', 'modes_covered')}/{n}, gan {best('gan', 'modes_covered')}/{n}; "
+            f"KL to uniform ddpm {best('ddpm', 'kl_to_uniform'):.2f}, ncsn "
+            f"{best('ncsn', 'kl_to_uniform'):.2f}, gan {best('gan', 'kl_to_uniform'):.2f}; "
+            f"high-quality fraction ddpm {best('ddpm', 'high_quality_frac'):.2f}, ncsn "
+            f"{best('ncsn', 'high_quality_frac'):.2f}, gan {best('gan', 'high_quality_frac'):.2f}.")
+    return ["Reading (one training seed, one budget: indicative, not a significance test):", "",
+            *lines, "",
+            ("The claim that diffusion and score models cover more of the distribution than a "
+             "GAN holds here in the mode counts and in the balance of the mode histogram (KL to "
+             "uniform). It does not come for free: at this budget DDPM's samples spread along "
+             "the ring or grid between the modes (few lie within 3 sigma of a centre: too few "
+             "training steps to resolve modes 0.01 wide), while the score model's are sharper "
+             "(why is not established by one seed and one budget). Sampling costs 100-1,000 "
+             "network passes per point against the GAN's one."), ""]
 
 
 def plot(res: dict[str, Any], path: Path) -> None:
