@@ -380,8 +380,9 @@ def test_cli_sample_with_options_and_eval(ring_run, tmp_path, capsys):
     assert run_cli("eval", ring_run, "--n", "200", "--out", tmp_path / "eval.json") == 0
     import json
 
-    res = json.loads((tmp_path / "eval.json").read_text())
-    assert 0 <= res["modes"]["modes_covered"] <= 8 if "modes" in res else "modes_covered" in str(res)
+    res = json.loads((tmp_path / "eval.json").read_text())["results"]
+    assert res["n_modes"] == 8 and 0 <= res["modes_covered"] <= 8
+    assert set(res) >= {"modes_covered", "high_quality_frac", "precision", "recall"}
 
 
 @pytest.mark.parametrize("name", ["ddpm", "ncsn"])
