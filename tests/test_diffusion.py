@@ -313,6 +313,11 @@ def test_sampling_options_and_one_line_errors(tiny_images, tiny_points):
     with torch.no_grad():
         x = m.sample(3, generator=g, sampler="ddim", steps=4)
         assert x.shape == (3, 1, 16, 16) and x.min() >= -1 and x.max() <= 1
+    # training-time grids: deterministic DDIM with min(T, 50) steps, not T ancestral steps
+    grid, _ = m.preview(tiny_images, 4, seed=0)
+    assert torch.equal(grid, m.draw(4, 0, sampler="ddim", steps=20))
+    assert not torch.equal(grid, m.draw(4, 0))
+    with torch.no_grad():
         cases = [({"sampler": "euler"}, "unknown sampler 'euler'"),
                  ({"steps": 21}, r"steps must be an integer in \[1, T = 20\]"),
                  ({"steps": 0}, "steps must be"),

@@ -341,6 +341,12 @@ class DDPM(ModelFamily):
                     x = x + math.sqrt(var) * self._noise(x, generator)
         return x
 
+    def preview(self, ds: Any, n: int = 64, seed: int = 0,
+                nets: dict[str, nn.Module] | None = None) -> tuple[Tensor, int | None]:
+        """The training-time sample grids use DDIM with at most 50 steps: T ancestral steps for
+        every grid would cost more than the training between grids on a CPU."""
+        return self.draw(n, seed, nets=nets, sampler="ddim", steps=min(self.T, 50), eta=0.0), None
+
     @staticmethod
     def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
         return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)

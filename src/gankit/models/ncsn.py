@@ -187,6 +187,12 @@ class NCSN(ModelFamily):
             x = torch.randn(shape, generator=generator, device=self.device) * self.p.sigma_max
         return self.langevin(self.s, x, steps, eps, denoise, generator)
 
+    def preview(self, ds: Any, n: int = 64, seed: int = 0,
+                nets: dict[str, nn.Module] | None = None) -> tuple[Tensor, int | None]:
+        """The training-time sample grids use at most 10 Langevin steps per level (L x 100
+        network passes for every grid would cost more than the training between grids)."""
+        return self.draw(n, seed, nets=nets, steps=min(self.p.steps, 10)), None
+
     def langevin(self, net: nn.Module, x: Tensor, steps: int, eps: float, denoise: bool,
                  generator: torch.Generator | None) -> Tensor:
         """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1) from ``x``."""
