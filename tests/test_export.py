@@ -246,7 +246,7 @@ def test_iterative_samplers_refuse_onnx_export_in_one_line(tmp_path):
     from gankit.models.base import CapabilityError
 
     iterative = [n for n in MODELS.names() if not MODELS.get(n).sampling_network]
-    assert {"gmm", "rbm", "dbn"} <= set(iterative)
+    assert {"gmm", "rbm", "dbn", "ddpm", "ncsn"} <= set(iterative)
     run = tiny_train("rbm", make_tiny_images(), tmp_path)
     with pytest.raises(CapabilityError, match="no sampling network") as e:
         export_onnx(gankit.load(run.run_dir), tmp_path / "r.onnx")

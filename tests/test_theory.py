@@ -30,6 +30,7 @@ ALL = [
     "optimal-discriminator",
     "sampling",
     "saturating-gradients",
+    "score-field",
 ]
 
 

@@ -487,8 +487,7 @@ from .commands_share import register as _register_share  # export
 from .commands_track import register as _register_track  # runs, compare
 
 for _register in (_register_attribute, _register_bench, _register_data, _register_latent,
-                  _register_score,
-                  _register_segment, _register_share, _register_track):
+                  _register_score, _register_segment, _register_share, _register_track):
     _register(cli)
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ Experiments (seed = the source documents in ``seeds/``):
 - ``sampling``: inverse-CDF, rejection (with the envelope constant M = sup p/q) and
   Metropolis-Hastings sampling of a 1-D mixture, each KS-tested (000 §2.1.4).
 - ``saturating-gradients``: log(1 - D(G(z))) vs -log D(G(z)) (000 §3.4; Goodfellow et al. 2014 §3).
+- ``score-field``: the score of a two-Gaussian mixture and (annealed) Langevin samples from it
+  (000 §5.1 Fig. 27; Song & Ermon 2019 Fig. 3).
 """
 
 from __future__ import annotations
@@ -39,7 +41,16 @@ EXPERIMENTS: Registry[Callable[[], Outcome]] = Registry("theory experiment")
 
 # The experiment modules register themselves into EXPERIMENTS on import, so they must be imported
 # after it exists.
-from . import discriminators, divergences, earth_mover, kl, mixtures, sampling, saturation  # noqa: F401
+from . import (  # noqa: F401  (each module registers its experiments)
+    discriminators,
+    divergences,
+    earth_mover,
+    kl,
+    mixtures,
+    sampling,
+    saturation,
+    score_field,
+)
 
 __all__ = ["EXPERIMENTS", "Outcome", "names", "run"]
 
