@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 #: section -> (README heading whose first ```bash block is run, result file stem)
 SECTIONS = {"main": ("## A tour", "tour"),
+            "models": ("## Other generative models, one leaderboard", "tour_models"),
             "medical": ("## Image-to-image and medical imaging", "tour_medical")}
 
 
