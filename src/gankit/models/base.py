@@ -149,6 +149,27 @@ def _trainable(net: nn.Module) -> list[Tensor]:
     return [p for p in net.parameters() if p.requires_grad]
 
 
+
+def refuse_gan_keys(cfg: Config, optimizer: str | None = "optim.lr, optim.betas",
+                    why: str = "trains no discriminator") -> None:
+    """A one-line error for the adversarial loss keys and the G/D optimizer keys
+    (``optim.lr_g``, ``lr_d``, ``betas_g``, ``betas_d``, ``n_critic``) changed from their
+    defaults, for families that train no discriminator and would silently ignore them;
+    ``optimizer`` names the keys that do apply, ``None`` for a family with no optimizer at all
+    (every ``optim.*`` key is then refused); ``why`` says why they do not apply."""
+    from ..config import LossConfig, OptimConfig
+
+    loss, opt = LossConfig().model_dump(), OptimConfig().model_dump()
+    got_loss, got_opt = cfg.loss.model_dump(), cfg.optim.model_dump()
+    keys = opt if optimizer is None else ("lr_g", "lr_d", "betas_g", "betas_d", "n_critic")
+    bad = [f"loss.{k}" for k in loss if got_loss[k] != loss[k]]
+    bad += [f"optim.{k}" for k in keys if got_opt[k] != opt[k]]
+    if bad:
+        tail = "" if optimizer is None else f" (its optimizer is {optimizer})"
+        raise ConfigError(f"model '{cfg.model['name']}' {why}: {', '.join(bad)} does not apply "
+                          f"to it{tail}.")
+
+
 class ModelFamily(nn.Module, metaclass=abc.ABCMeta):
     """Base class of every registered model family, GAN or not (see the module docstring).
 

@@ -63,7 +63,7 @@ from ..games.phase import Phase, StepContext
 from ..likelihood import levels
 from ..nn.time_unet import TimeMLP, TimeUNet, unet_accepts
 from ..registry import MODELS
-from .base import ModelFamily, Params
+from .base import ModelFamily, Params, refuse_gan_keys
 
 __all__ = ["DDPM", "Schedule", "discretized_gaussian_log_likelihood", "normal_kl",
            "stratified_timesteps", "subsequence"]
@@ -232,11 +232,7 @@ class DDPM(ModelFamily):
 
     @classmethod
     def valid_image_sizes(cls, cfg: Any) -> ImageSizes:
-        lv = int(cfg.model.get("levels", 3))
-        if cfg.model.get("arch", "auto") == "mlp":
-            return ANY_SIZE
-        return ImageSizes(lambda n: unet_accepts(n, lv),
-                          f"square sizes divisible by {2 ** (lv - 1)} (model.levels={lv})")
+        return unet_sizes(cfg)
 
     @classmethod
     def validate_config(cls, cfg: Any) -> None:
@@ -423,19 +419,14 @@ class DDPM(ModelFamily):
 
 
 # --- helpers shared with the score family -------------------------------------------------------
-def refuse_gan_keys(cfg: Any) -> None:
-    """A one-line error for the adversarial loss and G/D optimizer keys (no discriminator)."""
-    from ..config import LossConfig, OptimConfig
-
-    loss, opt = LossConfig().model_dump(), OptimConfig().model_dump()
-    got_loss, got_opt = cfg.loss.model_dump(), cfg.optim.model_dump()
-    bad = [f"loss.{k}" for k in loss if got_loss[k] != loss[k]]
-    bad += [f"optim.{k}" for k in ("lr_g", "lr_d", "betas_g", "betas_d", "n_critic")
-            if got_opt[k] != opt[k]]
-    if bad:
-        raise ConfigError(f"model '{cfg.model['name']}' trains no discriminator: "
-                          f"{', '.join(bad)} does not apply to it (its optimizer is optim.lr, "
-                          f"optim.betas).")
+def unet_sizes(cfg: Any) -> ImageSizes:
+    """The image sizes of the time-conditioned networks: any with ``model.arch=mlp``, else
+    square sizes the U-Net halves ``model.levels - 1`` times."""
+    lv = int(cfg.model.get("levels", 3))
+    if cfg.model.get("arch", "auto") == "mlp":
+        return ANY_SIZE
+    return ImageSizes(lambda n: unet_accepts(n, lv),
+                      f"square sizes divisible by {2 ** (lv - 1)} (model.levels={lv})")
 
 
 def build_net(shape: tuple[int, ...], is_image: bool, arch: str, p: Any) -> nn.Module:

@@ -67,7 +67,7 @@ from ..games.phase import Phase, StepContext
 from ..likelihood import dequantize, levels
 from ..nn import prod
 from ..registry import MODELS
-from .base import ModelFamily, Params
+from .base import ModelFamily, Params, refuse_gan_keys
 
 __all__ = ["GMM", "mixture_log_prob"]
 
@@ -166,15 +166,7 @@ class GMM(ModelFamily):
     def validate_config(cls, cfg: Any) -> None:
         """Refuse the loss and optimizer keys: EM has neither (nor the ``tricks.*``)."""
         super().validate_config(cfg)
-        from ..config import LossConfig, OptimConfig
-
-        loss, opt = LossConfig().model_dump(), OptimConfig().model_dump()
-        got_loss, got_opt = cfg.loss.model_dump(), cfg.optim.model_dump()
-        bad = [f"loss.{k}" for k in loss if got_loss[k] != loss[k]]
-        bad += [f"optim.{k}" for k in opt if got_opt[k] != opt[k]]
-        if bad:
-            raise ConfigError(f"model '{cfg.model['name']}' is fitted by EM, with no loss to "
-                              f"optimise: {', '.join(bad)} does not apply to it.")
+        refuse_gan_keys(cfg, optimizer=None, why="is fitted by EM, with no loss to optimise")
 
     # -- declarations -----------------------------------------------------------------------
     def networks(self) -> dict[str, nn.Module]:

@@ -39,13 +39,12 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from ..data.sizes import ANY_SIZE, ImageSizes
+from ..data.sizes import ImageSizes
 from ..errors import ConfigError
 from ..games.phase import Phase, StepContext
-from ..nn.time_unet import unet_accepts
 from ..registry import MODELS
-from .base import ModelFamily, Params
-from .ddpm import build_net, refuse_gan_keys
+from .base import ModelFamily, Params, refuse_gan_keys
+from .ddpm import build_net, unet_sizes
 
 __all__ = ["NCSN", "dsm_loss", "geometric_sigmas"]
 
@@ -106,11 +105,7 @@ class NCSN(ModelFamily):
 
     @classmethod
     def valid_image_sizes(cls, cfg: Any) -> ImageSizes:
-        lv = int(cfg.model.get("levels", 3))
-        if cfg.model.get("arch", "auto") == "mlp":
-            return ANY_SIZE
-        return ImageSizes(lambda n: unet_accepts(n, lv),
-                          f"square sizes divisible by {2 ** (lv - 1)} (model.levels={lv})")
+        return unet_sizes(cfg)
 
     @classmethod
     def validate_config(cls, cfg: Any) -> None:

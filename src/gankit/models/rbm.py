@@ -90,6 +90,7 @@ from ..likelihood import dynamic_binarize, fixed_binarize
 from ..nn import prod
 from ..registry import MODELS
 from .base import ModelFamily, ParamGroup, Params
+from .base import refuse_gan_keys as base_refuse_gan_keys
 
 __all__ = ["AIS_RUNS", "AIS_STEPS", "EXACT_MAX_UNITS", "RBM", "AISResult", "BernoulliRBM",
            "ais_betas", "annealed_importance_sampling", "check_sizes", "refuse_gan_keys"]
@@ -308,18 +309,8 @@ def annealed_importance_sampling(rbm: BernoulliRBM, steps: int = AIS_STEPS, runs
 
 # --- shared config checks (the DBN uses them too) ----------------------------------------------
 def refuse_gan_keys(cfg: Any) -> None:
-    """Refuse the adversarial loss and the G/D optimizer keys, which an RBM would ignore."""
-    from ..config import LossConfig, OptimConfig
-
-    loss, opt = LossConfig().model_dump(), OptimConfig().model_dump()
-    got_loss, got_opt = cfg.loss.model_dump(), cfg.optim.model_dump()
-    bad = [f"loss.{k}" for k in loss if got_loss[k] != loss[k]]
-    bad += [f"optim.{k}" for k in ("lr_g", "lr_d", "betas_g", "betas_d", "n_critic")
-            if got_opt[k] != opt[k]]
-    if bad:
-        raise ConfigError(f"model '{cfg.model['name']}' trains no discriminator: "
-                          f"{', '.join(bad)} does not apply to it (its optimizer is optim.lr, "
-                          f"optim.betas[0] = the momentum of SGD).")
+    """:func:`gankit.models.base.refuse_gan_keys` with the RBM's optimizer named (SGD)."""
+    base_refuse_gan_keys(cfg, "optim.lr, optim.betas[0] = the momentum of SGD")
 
 
 def check_sizes(k: int, chains: int | None, init_std: float) -> None:

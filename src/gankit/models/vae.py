@@ -64,7 +64,7 @@ from ..likelihood import (
 )
 from ..nn import conv_stages, downsampling_trunk, mlp, prod
 from ..registry import MODELS
-from .base import ModelFamily, ParamGroup, Params
+from .base import ModelFamily, ParamGroup, Params, refuse_gan_keys
 
 __all__ = ["EVAL_BINARIZATION_SEED", "VAE", "bernoulli_log_lik", "gaussian_kl",
            "gaussian_log_lik", "log_normal"]
@@ -254,17 +254,7 @@ class VAE(ModelFamily):
         """Besides ``tricks.*`` (refused by the base class), refuse the adversarial loss and the
         G/D optimizer keys, which a VAE would silently ignore."""
         super().validate_config(cfg)
-        from ..config import LossConfig, OptimConfig
-
-        loss, opt = LossConfig().model_dump(), OptimConfig().model_dump()
-        got_loss, got_opt = cfg.loss.model_dump(), cfg.optim.model_dump()
-        bad = [f"loss.{k}" for k in loss if got_loss[k] != loss[k]]
-        bad += [f"optim.{k}" for k in ("lr_g", "lr_d", "betas_g", "betas_d", "n_critic")
-                if got_opt[k] != opt[k]]
-        if bad:
-            raise ConfigError(f"model '{cfg.model['name']}' trains no discriminator: "
-                              f"{', '.join(bad)} does not apply to it (its optimizer is optim.lr, "
-                              f"optim.betas).")
+        refuse_gan_keys(cfg)
 
     # -- declarations -----------------------------------------------------------------------
     def networks(self) -> dict[str, nn.Module]:
